@@ -1,0 +1,1 @@
+"""Agents that act in the rlhf-gym environments through their public API."""

@@ -1,0 +1,1 @@
+"""The RLHF environments and the scoring code they use (never imports agents)."""
