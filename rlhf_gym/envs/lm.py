@@ -1,0 +1,256 @@
+"""Loading causal LMs by name or path, and :class:`IncrementalLM`, a batch of KV-cached sequences.
+
+:class:`IncrementalLM` is what makes the environment fast: it holds ``B`` token sequences
+("rows") in one key/value cache, so each environment step costs one forward pass over one new
+token per row, for all rows at once. Rows are restarted independently (a vector environment
+resets a finished sub-environment while the others go on): the new prompt is prefilled and
+spliced into the shared cache, right-aligned, with the columns before it masked out. Positions
+are counted per row from the attention mask, so masked gaps never shift a row's positions, and
+the cached next-token logits equal an uncached forward pass over the row's real tokens (a test
+pins this down).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "default"
+"""Where the embedded default models live (built by ``python -m rlhf_gym.build_default``)."""
+
+DEVICES_HELP = '"auto", "cpu", "cuda", "cuda:N" or "mps"'
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"`` (CUDA when present, else CPU) or a device name into a usable device."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ValueError(f"device must be one of {DEVICES_HELP}; got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a device; use one of {DEVICES_HELP}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was asked for, but MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r} is not supported; use one of {DEVICES_HELP}")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"`` is bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {['auto', *DTYPES]}")
+    return DTYPES[dtype]
+
+
+def resolve_model_path(name_or_path: str, what: str, builtins: dict[str, Path]) -> str:
+    """Map a built-in name to its shipped directory; reject local paths that do not exist.
+
+    Anything else is returned unchanged and treated as a Hugging Face hub name by the caller.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"{what} must be a non-empty name or path; got {name_or_path!r}")
+    if name_or_path in builtins:
+        path = builtins[name_or_path]
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{what}={name_or_path!r}: the embedded default is missing at {path}; "
+                "rebuild it with `python -m rlhf_gym.build_default`"
+            )
+        return str(path)
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.exists(expanded):
+        if not os.path.isdir(expanded):
+            raise ValueError(f"{what}={name_or_path!r} is a file; expected a model directory")
+        return expanded
+    looks_local = name_or_path.startswith(("/", "./", "../", "~", ".\\")) or name_or_path.count(
+        "/"
+    ) > 1
+    if looks_local:
+        raise FileNotFoundError(f"{what}={name_or_path!r}: no such directory")
+    return name_or_path
+
+
+def from_pretrained(loader: Any, path: str, what: str, builtins: dict[str, Path], **kw: Any) -> Any:
+    """Call ``loader.from_pretrained`` and turn its failure into an error that names ``what``."""
+    try:
+        return loader.from_pretrained(path, **kw)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"{what}={path!r} could not be loaded: it is not a built-in name "
+            f"({', '.join(builtins)}), not an existing local directory, and loading it as a "
+            f"Hugging Face hub name failed ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from e
+
+
+def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move ``model`` to ``device``/``dtype``, switch dropout off and freeze its weights."""
+    model = model.to(device=device, dtype=dtype)
+    model.eval()  # dropout off (field notes: dropout on is a classic cause of negative KL)
+    model.requires_grad_(False)
+    return model
+
+
+class IncrementalLM:
+    """Next-token logits for ``num_rows`` sequences that grow one token at a time.
+
+    Contract:
+        * :meth:`start` (re)starts some rows with new token sequences (a prefill pass).
+        * :meth:`advance` appends one token to each *active* row (one decode pass for all rows;
+          inactive rows get a masked dummy column and keep their logits).
+        * :attr:`logits` is ``(num_rows, V)`` float32: the model's next-token logits for each
+          row, equal (up to float rounding) to an uncached forward pass over the row's tokens.
+        * :meth:`sync` infers start/advance from right-padded observation arrays, for agents
+          that only see observations.
+
+    Args:
+        model: a Hugging Face causal LM (any model taking ``attention_mask``, ``position_ids``
+            and ``past_key_values``); used as is, so put it in eval mode first.
+        num_rows: the batch size ``B``.
+        pad_token_id: the id fed at masked positions (any valid id; it is never attended to).
+    """
+
+    def __init__(self, model: Any, num_rows: int, pad_token_id: int) -> None:
+        self.model = model
+        self.num_rows = num_rows
+        self.pad_token_id = pad_token_id
+        self.device = next(model.parameters()).device
+        self.cache: Any = None
+        self.mask = torch.zeros((num_rows, 0), dtype=torch.long, device=self.device)  # (B, C)
+        self.logits: torch.Tensor | None = None  # (B, V) float32
+        self._seen_ids: np.ndarray | None = None  # last observation given to sync()
+        self._seen_len: np.ndarray | None = None
+        # transformers >= 5.2x names the KV cache `cache`; earlier releases `past_key_values`.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """One forward pass; returns the last position's float32 logits ``(n, V)`` and the cache."""
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are needed: saves (B, T, V)
+            **{self._cache_kw: cache},
+        )
+        new_cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out.logits[:, -1].float(), new_cache
+
+    @torch.no_grad()
+    def start(self, rows: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
+        """Prefill ``sequences`` (each non-empty) into ``rows``, replacing what was there."""
+        rows = list(rows)
+        n, width = len(rows), max(len(s) for s in sequences)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for j, seq in enumerate(sequences):  # left padding: every row's last token is at -1
+            ids[j, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[j, width - len(seq) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        new_logits, new_cache = self._forward(ids, mask, pos, None)  # (n, V)
+        if self.cache is None:
+            if rows != list(range(self.num_rows)):
+                raise RuntimeError("the first start() must cover every row, in order")
+            self.cache, self.mask, self.logits = new_cache, mask, new_logits
+            return
+        self._splice(rows, new_cache, mask)
+        self.logits[torch.as_tensor(rows, device=self.device)] = new_logits
+
+    def _splice(self, rows: list[int], new_cache: Any, new_mask: torch.Tensor) -> None:
+        """Write a prefilled cache into ``rows`` of the shared cache, right-aligned."""
+        width = new_mask.shape[1]
+        if width > self.mask.shape[1]:
+            self._pad_left(width - self.mask.shape[1])
+        idx = torch.as_tensor(rows, device=self.device)
+        for big, small in zip(self.cache.layers, new_cache.layers, strict=True):
+            big.keys[idx, :, -width:] = small.keys.to(big.keys.dtype)  # (n, H, width, D)
+            big.values[idx, :, -width:] = small.values.to(big.values.dtype)
+        self.mask[idx] = 0
+        self.mask[idx, -width:] = new_mask
+        self._trim()
+
+    def _pad_left(self, k: int) -> None:
+        for layer in self.cache.layers:
+            b, h, _, d = layer.keys.shape
+            zeros = layer.keys.new_zeros((b, h, k, d))
+            layer.keys = torch.cat([zeros, layer.keys], dim=2)
+            layer.values = torch.cat([zeros.to(layer.values.dtype), layer.values], dim=2)
+        self.mask = torch.cat([self.mask.new_zeros((self.num_rows, k)), self.mask], dim=1)
+
+    def _trim(self) -> None:
+        """Drop leading columns that no row attends to, so the cache stays bounded."""
+        used = self.mask.any(dim=0)
+        first = int(used.to(torch.int8).argmax())  # first used column (0 when none is unused)
+        if first > 0:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, first:]
+                layer.values = layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+    @torch.no_grad()
+    def advance(self, tokens: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> None:
+        """Append ``tokens[r]`` to every row ``r`` with ``active[r]``; one forward pass."""
+        if self.cache is None:
+            raise RuntimeError("advance() before start()")
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
+        ids = torch.where(active, tokens, self.pad_token_id)[:, None]  # (B, 1)
+        pos = self.mask.sum(dim=1, keepdim=True)  # (B, 1): real tokens so far = next position
+        mask = torch.cat([self.mask, active.long()[:, None]], dim=1)  # (B, C + 1)
+        new_logits, self.cache = self._forward(ids, mask, pos, self.cache)
+        self.mask = mask
+        self.logits = torch.where(active[:, None], new_logits, self.logits)
+
+    def sync(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+        """Bring the rows up to date with right-padded observations and return :attr:`logits`.
+
+        A row whose real tokens extend the last seen ones by exactly one token is advanced; a
+        row that is unchanged is left alone; any other row is restarted from its tokens.
+        """
+        ids = np.asarray(input_ids, dtype=np.int64)
+        lengths = np.asarray(attention_mask).sum(axis=1).astype(np.int64)
+        if self._seen_ids is None or self._seen_ids.shape != ids.shape:
+            restart = np.ones(self.num_rows, dtype=bool)
+            grown = np.zeros(self.num_rows, dtype=bool)
+        else:
+            old_mask = np.arange(ids.shape[1])[None, :] < self._seen_len[:, None]
+            same_prefix = ((ids == self._seen_ids) | ~old_mask).all(axis=1)
+            grown = same_prefix & (lengths == self._seen_len + 1)
+            restart = ~same_prefix | ((lengths != self._seen_len) & ~grown)
+        rows = np.flatnonzero(restart)
+        if rows.size:
+            self.start(rows.tolist(), [ids[r, : lengths[r]].tolist() for r in rows])
+        if grown.any():
+            last = ids[np.arange(self.num_rows), np.maximum(lengths - 1, 0)]
+            self.advance(last, grown)
+        self._seen_ids, self._seen_len = ids.copy(), lengths
+        assert self.logits is not None
+        return self.logits
