@@ -1,0 +1,237 @@
+"""The engine that :class:`~rlhf_gym.envs.rlhf_env.RLHFEnv` and its vector version share.
+
+``Episodes`` runs ``B`` episodes side by side. Every model call (reference forward, acting
+policy, reward model) is made once per step for all rows; a single environment is the case
+``B = 1``. Keeping one engine is what makes the vector environment give the same results as
+``B`` single environments: the arithmetic per row is the same code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlhf_gym.envs.kl import KL_ESTIMATORS, AdaptiveKLController, estimate_kl
+from rlhf_gym.envs.lm import IncrementalLM
+
+REWARD_FORMS: tuple[str, ...] = ("kl", "ref_logprob")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as text and as the token ids the episode starts from."""
+
+    text: str
+    ids: tuple[int, ...]
+    truncated: bool
+
+
+@dataclass
+class Scoring:
+    """What turns tokens into rewards (validated once, shared by all rows)."""
+
+    reward_model: Any  # RewardModel
+    gold: Callable[[str, str], float] | None
+    kl_coef: float
+    kl_estimator: str
+    reward_form: str
+    kl_controller: AdaptiveKLController | None
+
+    def __post_init__(self) -> None:
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(
+                f"kl_estimator={self.kl_estimator!r} is not one of {list(KL_ESTIMATORS)}"
+            )
+        if self.reward_form not in REWARD_FORMS:
+            raise ValueError(f"reward_form={self.reward_form!r} is not one of {list(REWARD_FORMS)}")
+        if not (isinstance(self.kl_coef, (int, float)) and self.kl_coef >= 0):
+            raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
+
+    @property
+    def coef(self) -> float:
+        return self.kl_controller.value if self.kl_controller else float(self.kl_coef)
+
+
+class Episodes:
+    """``B`` RLHF episodes, advanced together (see the environment docstring for semantics).
+
+    Args:
+        num_rows: ``B``.
+        reference: the frozen reference as an :class:`IncrementalLM`-like object.
+        tokenizer: decodes responses (``decode(ids, skip_special_tokens=True)``).
+        prompts: the prompt pool, already encoded.
+        scoring: the reward definition.
+        vocab_size, eos_token_id, pad_token_id, max_new_tokens, max_prompt_tokens: sizes.
+        policy: the acting policy (``action_logits``), or ``None``.
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        reference: IncrementalLM,
+        tokenizer: Any,
+        prompts: Sequence[Prompt],
+        scoring: Scoring,
+        vocab_size: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        max_new_tokens: int,
+        max_prompt_tokens: int,
+        policy: Any = None,
+    ) -> None:
+        self.B, self.V = num_rows, vocab_size
+        self.reference, self.tokenizer, self.prompts, self.scoring = (
+            reference, tokenizer, prompts, scoring
+        )
+        self.eos, self.pad = eos_token_id, pad_token_id
+        self.max_new, self.max_prompt = max_new_tokens, max_prompt_tokens
+        self.T = max_prompt_tokens + max_new_tokens
+        self.policy = policy
+        self.ids = np.full((num_rows, self.T), pad_token_id, dtype=np.int64)  # (B, T)
+        self.mask = np.zeros((num_rows, self.T), dtype=np.int64)  # (B, T)
+        self.prompt_of = np.zeros(num_rows, dtype=np.int64)  # prompt index per row
+        self.prompt_len = np.zeros(num_rows, dtype=np.int64)
+        self.length = np.zeros(num_rows, dtype=np.int64)  # real tokens so far, per row
+        self.kl_sum = np.zeros(num_rows, dtype=np.float64)
+        self.live = np.zeros(num_rows, dtype=bool)  # started and not yet finished
+        self._warned_no_policy = False
+
+    # ------------------------------------------------------------------ reset
+    def reset_rows(self, rows: Sequence[int], rngs: Sequence[np.random.Generator]) -> list[dict]:
+        """Start a new episode in each of ``rows``, drawing its prompt with its own rng."""
+        infos = []
+        for r, rng in zip(rows, rngs, strict=True):
+            k = int(rng.integers(len(self.prompts)))
+            p = self.prompts[k]
+            n = len(p.ids)
+            self.ids[r], self.mask[r] = self.pad, 0
+            self.ids[r, :n], self.mask[r, :n] = p.ids, 1
+            self.prompt_of[r], self.prompt_len[r], self.length[r] = k, n, n
+            self.kl_sum[r], self.live[r] = 0.0, True
+            infos.append({"prompt_text": p.text, "prompt_truncated": p.truncated})
+        self.reference.start(list(rows), [self.prompts[self.prompt_of[r]].ids for r in rows])
+        return infos
+
+    def observation(self, row: int | None = None) -> dict[str, np.ndarray]:
+        """Copies of the ``(B, T)`` arrays, or of one row's ``(T,)`` arrays."""
+        if row is None:
+            return {"input_ids": self.ids.copy(), "attention_mask": self.mask.copy()}
+        return {"input_ids": self.ids[row].copy(), "attention_mask": self.mask[row].copy()}
+
+    # ------------------------------------------------------------------ step
+    def policy_logprobs(self) -> torch.Tensor | None:
+        """``log π(·|s)`` of the attached policy for every row, ``(B, V)``, or ``None``."""
+        if self.policy is None:
+            if not self._warned_no_policy:
+                warnings.warn(
+                    "rlhf-gym: no acting policy is attached, so the environment cannot see "
+                    "π(·|s) and takes π = π_ref: the KL term is 0. Attach one with "
+                    "env.unwrapped.set_policy(...) (see rlhf_gym.envs.policy), or use "
+                    "reward_form='ref_logprob', which needs no policy.",
+                    stacklevel=4,
+                )
+                self._warned_no_policy = True
+            return None
+        logits = self.policy.action_logits(self.observation())
+        logits = torch.as_tensor(logits, device=self.reference.device).float()
+        if logits.shape != (self.B, self.V):
+            raise ValueError(
+                f"the attached policy's action_logits returned shape {tuple(logits.shape)}; "
+                f"expected (num_envs, vocab) = ({self.B}, {self.V})"
+            )
+        return logits.log_softmax(dim=-1)
+
+    def step_rows(
+        self, rows: np.ndarray, actions: np.ndarray, policy_logp: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Apply ``actions[rows]``; return rewards and terminations ``(B,)`` and infos per row.
+
+        Rows outside ``rows`` get reward 0 and ``terminated=False``.
+        """
+        dev = self.reference.device
+        rows_t = torch.as_tensor(rows, device=dev)
+        acts = torch.as_tensor(actions[rows], device=dev)
+        ref_logp = self.reference.logits[rows_t].log_softmax(dim=-1)  # (n, V)
+        ref_lp_a = ref_logp.gather(1, acts[:, None])[:, 0]  # (n,)
+        if policy_logp is None:
+            kl = torch.zeros_like(ref_lp_a)  # π taken to be π_ref (documented, warned once)
+        else:
+            kl = estimate_kl(self.scoring.kl_estimator, policy_logp[rows_t], ref_logp, acts)
+        kl_np, ref_lp_np = kl.double().cpu().numpy(), ref_lp_a.double().cpu().numpy()
+        coef = self.scoring.coef
+
+        pos = self.length[rows]
+        self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
+        self.length[rows] += 1
+        self.kl_sum[rows] += kl_np
+        finished = (actions[rows] == self.eos) | (self.length[rows] - self.prompt_len[rows] >= self.max_new)
+        done_rows = rows[finished]
+        self.live[done_rows] = False
+
+        rewards = np.zeros(self.B, dtype=np.float64)
+        terminated = np.zeros(self.B, dtype=bool)
+        if self.scoring.reward_form == "kl":
+            rewards[rows] = 0.0 - coef * kl_np  # 0.0 - … avoids printing -0.0
+        else:
+            rewards[rows] = coef * ref_lp_np
+        infos: list[dict] = [{} for _ in range(self.B)]
+        for j, r in enumerate(rows):
+            infos[r] = {"kl": float(kl_np[j]), "ref_logprob": float(ref_lp_np[j]),
+                        "kl_coef": coef, "reward_form": self.scoring.reward_form}
+        if done_rows.size:
+            self._finish(done_rows, rewards, infos)
+            terminated[done_rows] = True
+        going = np.zeros(self.B, dtype=bool)
+        going[rows[~finished]] = True
+        if going.any():
+            self.reference.advance(self.ids[np.arange(self.B), np.maximum(self.length - 1, 0)], going)
+        return rewards, terminated, infos
+
+    def _finish(self, rows: np.ndarray, rewards: np.ndarray, infos: list[dict]) -> None:
+        """Score the finished rows (one batched reward-model call) and update the KL control."""
+        prompts = [self.prompts[self.prompt_of[r]].text for r in rows]
+        responses = [self.response_text(r) for r in rows]
+        scores = np.asarray(self.scoring.reward_model.score(prompts, responses), dtype=np.float64)
+        if scores.shape != (len(rows),):
+            raise ValueError(
+                f"the reward model returned shape {scores.shape} for {len(rows)} responses"
+            )
+        for j, r in enumerate(rows):
+            rewards[r] += scores[j]
+            info = infos[r]
+            info.update(score=float(scores[j]), response_text=responses[j],
+                        prompt_text=prompts[j], kl_sum=float(self.kl_sum[r]),
+                        response_length=int(self.length[r] - self.prompt_len[r]))
+            if self.scoring.gold is not None:
+                info["gold_score"] = float(self.scoring.gold(prompts[j], responses[j]))
+            if self.scoring.kl_controller is not None:
+                self.scoring.kl_controller.update(float(self.kl_sum[r]))
+
+    def response_text(self, row: int) -> str:
+        ids = self.ids[row, self.prompt_len[row] : self.length[row]].tolist()
+        if ids and ids[-1] == self.eos:
+            ids = ids[:-1]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def check_actions(self, actions: Any, rows: np.ndarray) -> np.ndarray:
+        """Validate a batch of token ids; return them as an int64 ``(B,)`` array."""
+        arr = np.asarray(actions)
+        if arr.shape != (self.B,) or not (
+            np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_)
+        ):
+            raise ValueError(
+                f"actions must be {self.B} integer token id(s) in [0, {self.V}) "
+                f"(Discrete({self.V}) per env); got {actions!r}"
+            )
+        bad = rows[(arr[rows] < 0) | (arr[rows] >= self.V)]
+        if bad.size:
+            raise ValueError(
+                f"action {int(arr[bad[0]])} is out of range: token ids are in [0, {self.V}) "
+                f"(Discrete({self.V}))"
+            )
+        return arr.astype(np.int64)

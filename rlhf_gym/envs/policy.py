@@ -1,0 +1,115 @@
+"""How the acting policy's distribution reaches the environment (for the KL term).
+
+``step(action)`` carries only the token, but ``KL(π ‖ π_ref)`` needs the acting policy ``π``
+at the state. So the environment accepts an :class:`ActingPolicy`: anything with
+``action_logits(observation) -> (B, V)`` logits (or log-probabilities; the environment
+normalises them with ``log_softmax``) for a *batched* observation (``input_ids`` and
+``attention_mask`` of shape ``(B, T)``; ``B = 1`` for a single environment). The logits must be
+those the action was sampled from: divided by the sampling temperature, no top-k/top-p.
+
+Two ready implementations:
+    * :class:`PrecomputedLogits`: a native agent hands over the logits it already computed to
+      choose the action, so no policy forward pass runs twice.
+    * :class:`LMPolicy`: a Hugging Face causal LM that acts (``act``) and answers
+      ``action_logits`` from the same cached forward pass, with its own KV cache.
+
+Attach one with ``env.unwrapped.set_policy(policy)`` (or ``envs.set_policy`` on the vector
+environment, or the ``policy=`` constructor argument).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from rlhf_gym.envs.lm import IncrementalLM
+
+
+@runtime_checkable
+class ActingPolicy(Protocol):
+    """The acting policy's next-token logits ``(B, V)`` for a batched observation."""
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor | np.ndarray: ...
+
+
+class PrecomputedLogits:
+    """Logits an agent already has: call :meth:`set` before each ``env.step``.
+
+    Example:
+        >>> import torch
+        >>> policy = PrecomputedLogits()
+        >>> policy.set(torch.zeros(1, 5))   # the logits the action was sampled from
+        >>> policy.action_logits({}).shape
+        torch.Size([1, 5])
+    """
+
+    def __init__(self) -> None:
+        self._logits: torch.Tensor | None = None
+
+    def set(self, logits: torch.Tensor | np.ndarray) -> None:
+        self._logits = torch.as_tensor(logits)
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        if self._logits is None:
+            raise RuntimeError("PrecomputedLogits.set(logits) must be called before env.step")
+        logits, self._logits = self._logits, None  # each set() serves exactly one step
+        return logits
+
+
+class LMPolicy:
+    """A causal LM as the acting policy: pure categorical sampling at ``temperature``.
+
+    ``act(obs)`` samples tokens from ``logits / temperature``; ``action_logits(obs)`` returns
+    exactly those tempered logits, reusing the forward pass when ``obs`` is the one just acted
+    on. The model keeps its own KV cache (:class:`IncrementalLM`) that follows the observations.
+
+    Args:
+        model: a Hugging Face causal LM (put in eval mode here: dropout off).
+        num_envs: the batch size of the observations it will see.
+        temperature: sampling temperature (> 0), used for every log-probability.
+        pad_token_id: any valid token id, fed at masked positions.
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        num_envs: int = 1,
+        temperature: float = 1.0,
+        pad_token_id: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        model.eval()
+        self.lm = IncrementalLM(model, num_envs, pad_token_id)
+        self.temperature = temperature
+        self.generator = torch.Generator(device=self.lm.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self._obs_ids: np.ndarray | None = None
+        self._obs_mask: np.ndarray | None = None
+        self._logits: torch.Tensor | None = None
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        ids = np.atleast_2d(observation["input_ids"])
+        mask = np.atleast_2d(observation["attention_mask"])
+        fresh = (
+            self._logits is not None
+            and np.array_equal(ids, self._obs_ids)
+            and np.array_equal(mask, self._obs_mask)
+        )
+        if not fresh:
+            self._logits = self.lm.sync(ids, mask) / self.temperature  # (B, V)
+            self._obs_ids, self._obs_mask = ids.copy(), mask.copy()
+        assert self._logits is not None
+        return self._logits
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Sample one token per row: ``(B,)`` int64 (a scalar for an unbatched observation)."""
+        logits = self.action_logits(observation)
+        tokens = torch.multinomial(logits.softmax(-1), 1, generator=self.generator)[:, 0]
+        tokens = tokens.cpu().numpy()
+        return tokens[0] if np.ndim(observation["input_ids"]) == 1 else tokens

@@ -1,0 +1,412 @@
+"""``RLHF-v0``: RLHF as a Gymnasium environment, and its native vector version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rlhf_gym.envs.core import Episodes, Prompt, Scoring
+from rlhf_gym.envs.gold import GOLD_LABELERS
+from rlhf_gym.envs.kl import AdaptiveKLController
+from rlhf_gym.envs.lm import (
+    DATA_DIR,
+    IncrementalLM,
+    from_pretrained,
+    prepare_frozen,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+)
+from rlhf_gym.envs.prompts import load_prompts
+from rlhf_gym.envs.rewards import HFRewardModel, as_reward_model
+
+BUILTIN_MODELS = {"default": DATA_DIR / "lm"}
+TASKS: dict[str, dict[str, str]] = {
+    "sentiment": {"prompts": "sentiment", "reward_model": "sentiment", "gold": "sentiment"},
+    "harmless": {"prompts": "harmless", "reward_model": "harmless", "gold": "harmless"},
+}
+
+
+class RLHFEnv(gym.Env):
+    """RLHF as a Markov decision process over tokens.
+
+    ## Description
+    A causal language model writes a response to a prompt, one token per step. The state is
+    the prompt plus the tokens so far, the action is the next token, and the reward is a reward
+    model's score of the finished response minus a KL penalty that keeps the acting policy close
+    to a frozen copy of the initial model (the *reference*) — the set-up of Ziegler et al.
+    (2019) and Ouyang et al. (2022), as an ordinary ``gymnasium.Env``.
+
+    ## Action Space
+    ``Discrete(V)``: a token id, ``V`` the model's vocabulary (its output dimension).
+
+    ## Observation Space
+    ``Dict(input_ids=Box(0, V-1, (T,), int64), attention_mask=Box(0, 1, (T,), int64))`` with
+    ``T = max_prompt_tokens + max_new_tokens``. The real tokens (prompt, then response) come
+    first, right-padded; ``attention_mask`` is 1 on real tokens. Padding uses the tokenizer's
+    pad id when it is a valid id distinct from EOS, else the smallest id that is not EOS; only
+    the mask tells padding from tokens.
+
+    ## Rewards
+    With ``β = kl_coef`` and ``[done]`` 1 at the last step only:
+
+    * ``reward_form="kl"`` (default): ``r_t = score·[done] − β·KL_t``, ``KL_t`` the estimate of
+      ``KL(π(·|s_t) ‖ π_ref(·|s_t))`` by ``kl_estimator``: ``"k1"`` (``log π(a) − log π_ref(a)``),
+      ``"k3"`` (``(r−1) − log r``, ``r = π_ref(a)/π(a)``) or ``"full"`` (exact over the
+      vocabulary). ``π`` comes from the attached acting policy (``set_policy``; see
+      :mod:`rlhf_gym.envs.policy`). **With no policy attached** the environment cannot see ``π``
+      and takes ``π = π_ref``: ``KL_t = 0`` and a warning is issued once.
+    * ``reward_form="ref_logprob"``: ``r_t = score·[done] + β·log π_ref(a_t|s_t)``, independent of
+      the acting policy: the reward for off-policy / soft-Q learners, whose entropy regulariser
+      of the same ``β`` turns it into the KL-regularised objective.
+    * ``kl_coef=0``: the plain score.
+
+    ``kl_target`` switches on the adaptive KL controller of Ziegler et al. (``β`` moves after
+    each episode so that the per-sequence KL approaches ``kl_target`` nats, over ``kl_horizon``
+    episodes); ``info["kl_coef"]`` is the ``β`` in force.
+
+    ## Info
+    Every step: ``kl`` (this step's KL estimate, before the coefficient), ``ref_logprob``
+    (``log π_ref`` of the chosen token), ``kl_coef``, ``reward_form``. Last step also: ``score``
+    (reward model), ``response_text``, ``prompt_text``, ``kl_sum`` (``Σ_t kl`` of the episode),
+    ``response_length``, and ``gold_score`` when the task has a gold labeler. ``reset`` returns
+    ``prompt_text`` and ``prompt_truncated``.
+
+    ## Starting State
+    A prompt drawn uniformly from ``prompts`` with ``self.np_random``. A prompt longer than
+    ``max_prompt_tokens`` tokens keeps its last ``max_prompt_tokens`` tokens (left truncation,
+    so the text next to the response survives) and ``info["prompt_truncated"]`` is ``True``.
+
+    ## Episode End
+    ``terminated=True`` when the action is EOS or ``max_new_tokens`` tokens were generated: the
+    response is final and scored then. ``truncated`` is always ``False`` (a time-limit
+    truncation would make SB3 bootstrap a value on top of the score).
+
+    ## Arguments
+    ``gym.make("RLHF-v0", ...)`` takes names, paths and numbers only:
+
+    * ``model``: ``"default"`` (the embedded tiny LM), a local directory or a Hugging Face hub
+      name of a causal LM; its tokenizer defines the action space. The environment keeps it as
+      the frozen reference. The class constructor also takes a loaded model (then pass
+      ``tokenizer``) or a reference object with ``incremental(num_rows, pad_token_id)``.
+    * ``task``: ``"sentiment"`` (default: steer review continuations to positive sentiment) or
+      ``"harmless"``; sets the defaults of ``prompts``, ``reward_model`` and ``gold``.
+    * ``reward_model``: ``"sentiment"``/``"harmless"`` (embedded), or a directory or hub name of a
+      sequence classifier (scores ``prompt + response`` text). The constructor also takes any
+      object with ``score(prompts, responses)`` or a function ``fn(prompt, response) -> float``.
+    * ``reward_label``: which logit of a multi-label classifier is the score (default: the
+      label named like "positive", else the last).
+    * ``prompts``: a built-in set (``sentiment``, ``sentiment-eval``, ``harmless``,
+      ``harmless-eval``), a ``.txt`` (one per line) or ``.jsonl`` path, or (constructor) a list.
+    * ``gold``: ``"sentiment"``, ``"harmless"`` or ``"none"``; (constructor) a function.
+    * ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``), ``reward_form`` (``"kl"``), ``kl_target``
+      (``None``: fixed β), ``kl_horizon`` (10,000 episodes).
+    * ``max_new_tokens`` (32), ``max_prompt_tokens`` (32).
+    * ``device`` (``"auto"``: CUDA when present), ``dtype`` (``"float32"``, ``"bfloat16"``,
+      ``"float16"`` or ``"auto"``).
+    * ``policy`` (constructor only): the acting policy.
+
+    ## Vectorized environment
+    ``gym.make_vec("RLHF-v0", num_envs=B)`` builds :class:`RLHFVectorEnv`, which makes every
+    model call once per step for all ``B`` sequences, keeps KV caches, and follows Gymnasium's
+    next-step autoreset. Seeded with ``seed``, sub-environment ``i`` matches a single
+    environment seeded with ``seed + i``.
+
+    ## Example
+        >>> import gymnasium as gym, rlhf_gym
+        >>> env = gym.make("RLHF-v0")
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["input_ids"].shape
+        (64,)
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r} is not one of [None, 'ansi']")
+        self.render_mode = render_mode
+        self.episodes = build_episodes(1, **kwargs)
+        self.observation_space, self.action_space = make_spaces(self.episodes)
+        self._row = np.array([0])
+
+    @property
+    def tokenizer(self) -> Any:
+        """The policy tokenizer (decodes observations and actions)."""
+        return self.episodes.tokenizer
+
+    def set_policy(self, policy: Any) -> None:
+        """Attach the acting policy whose distribution the KL term uses (``None`` detaches)."""
+        self.episodes.policy = check_policy(policy)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        (info,) = self.episodes.reset_rows([0], [self.np_random])
+        return self.episodes.observation(0), info
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        ep = self.episodes
+        if not ep.live[0]:
+            raise RuntimeError(
+                "step() called before reset()" if ep.length[0] == 0 else
+                "step() called after the episode ended (terminated=True); call reset() first"
+            )
+        actions = ep.check_actions(np.asarray([_as_token(action, ep.V)]), self._row)
+        logp = ep.policy_logprobs()
+        rewards, terminated, infos = ep.step_rows(self._row, actions, logp)
+        return ep.observation(0), float(rewards[0]), bool(terminated[0]), False, infos[0]
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        ep = self.episodes
+        prompt = ep.prompts[ep.prompt_of[0]].text
+        return f"{prompt}\u2502{ep.response_text(0)}"
+
+
+class RLHFVectorEnv(VectorEnv):
+    """``B`` RLHF episodes in one process, every model call batched (see :class:`RLHFEnv`).
+
+    Next-step autoreset (Gymnasium 1.x default): the step after a sub-environment terminates
+    resets it, ignores its action, and returns its first observation with reward 0.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        if not (isinstance(num_envs, int) and num_envs >= 1):
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        kwargs.pop("render_mode", None)
+        self.num_envs = num_envs
+        self.episodes = build_episodes(num_envs, **kwargs)
+        self.single_observation_space, self.single_action_space = make_spaces(self.episodes)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator] = []
+        self._needs_reset = np.ones(num_envs, dtype=bool)
+        self._all = np.arange(num_envs)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.episodes.tokenizer
+
+    def set_policy(self, policy: Any) -> None:
+        """Attach the acting policy (batched ``action_logits``); ``None`` detaches."""
+        self.episodes.policy = check_policy(policy)
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
+        self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        if seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
+        infos = self.episodes.reset_rows(list(self._all), self._rngs)
+        self._needs_reset[:] = False
+        return self.episodes.observation(), self._merge(infos, self._all)
+
+    def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        ep = self.episodes
+        if not self._rngs:
+            raise RuntimeError("step() called before reset()")
+        going = self._all[~self._needs_reset]
+        resetting = self._all[self._needs_reset]
+        actions = ep.check_actions(actions, going)
+        logp = ep.policy_logprobs() if going.size else None
+        infos: list[dict] = [{} for _ in range(self.num_envs)]
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        if resetting.size:
+            reset_infos = ep.reset_rows(list(resetting), [self._rngs[i] for i in resetting])
+            for i, info in zip(resetting, reset_infos, strict=True):
+                infos[i] = info
+        if going.size:
+            rewards, terminated, step_infos = ep.step_rows(going, actions, logp)
+            for i in going:
+                infos[i] = step_infos[i]
+        self._needs_reset = terminated.copy()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return ep.observation(), rewards, terminated, truncated, self._merge(infos, self._all)
+
+    def _merge(self, infos: list[dict], rows: np.ndarray) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for i in rows:
+            if infos[i]:
+                merged = self._add_info(merged, infos[i], int(i))
+        return merged
+
+
+# ---------------------------------------------------------------------- construction helpers
+def make_spaces(ep: Episodes) -> tuple[spaces.Dict, spaces.Discrete]:
+    obs = spaces.Dict(
+        {
+            "input_ids": spaces.Box(0, ep.V - 1, shape=(ep.T,), dtype=np.int64),
+            "attention_mask": spaces.Box(0, 1, shape=(ep.T,), dtype=np.int64),
+        }
+    )
+    return obs, spaces.Discrete(ep.V)
+
+
+def check_policy(policy: Any) -> Any:
+    if policy is not None and not callable(getattr(policy, "action_logits", None)):
+        raise ValueError(
+            "policy must have a method action_logits(observation) -> (B, V) logits "
+            f"(see rlhf_gym.envs.policy.ActingPolicy); got {type(policy).__name__}"
+        )
+    return policy
+
+
+def _as_token(action: Any, vocab: int) -> int:
+    """Accept an int, a NumPy integer or a size-1 integer array (what samplers return)."""
+    arr = np.asarray(action)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"action must be one integer token id in [0, {vocab}) (Discrete({vocab})); "
+            f"got {action!r} of type {type(action).__name__}"
+        )
+    return int(arr.reshape(()))
+
+
+def build_episodes(
+    num_rows: int,
+    *,
+    model: Any = "default",
+    tokenizer: Any = None,
+    task: str = "sentiment",
+    reward_model: Any = None,
+    reward_label: int | str | None = None,
+    prompts: Any = None,
+    gold: str | Callable[[str, str], float] | None = None,
+    kl_coef: float = 0.05,
+    kl_estimator: str = "k1",
+    reward_form: str = "kl",
+    kl_target: float | None = None,
+    kl_horizon: int = 10_000,
+    max_new_tokens: int = 32,
+    max_prompt_tokens: int = 32,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    policy: Any = None,
+) -> Episodes:
+    """Validate the arguments (documented on :class:`RLHFEnv`) and build the engine."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
+    for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    scoring = Scoring(None, None, kl_coef, kl_estimator, reward_form, None)  # validates early
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    defaults = TASKS[task]
+
+    ref_model, tokenizer = _load_policy_model(model, tokenizer, dev, dt)
+    vocab, eos = _vocab_and_eos(ref_model, tokenizer)
+    pad = _obs_pad_id(tokenizer, vocab, eos)
+    if hasattr(ref_model, "incremental"):
+        reference = ref_model.incremental(num_rows, pad)
+    else:
+        _check_context(ref_model, max_prompt_tokens + max_new_tokens)
+        reference = IncrementalLM(ref_model, num_rows, pad)
+
+    reward = reward_model if reward_model is not None else defaults["reward_model"]
+    if isinstance(reward, str):
+        reward = HFRewardModel.load(reward, dev, dt, label=reward_label)
+    scoring.reward_model = as_reward_model(reward)
+    scoring.gold = _gold(gold if gold is not None else defaults["gold"])
+    if kl_target is not None:
+        scoring.kl_controller = AdaptiveKLController(float(kl_coef), float(kl_target), kl_horizon)
+
+    texts = load_prompts(prompts if prompts is not None else defaults["prompts"])
+    encoded = [_encode_prompt(t, tokenizer, max_prompt_tokens) for t in texts]
+    return Episodes(num_rows, reference, tokenizer, encoded, scoring, vocab, eos, pad,
+                    int(max_new_tokens), int(max_prompt_tokens), check_policy(policy))
+
+
+def _load_policy_model(model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> tuple:
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model_path(model, "model", BUILTIN_MODELS)
+        loaded = from_pretrained(AutoModelForCausalLM, path, "model", BUILTIN_MODELS)
+        if tokenizer is None:
+            tokenizer = from_pretrained(AutoTokenizer, path, "model", BUILTIN_MODELS)
+        return prepare_frozen(loaded, dev, dt), tokenizer
+    if tokenizer is None:
+        raise ValueError("a model object needs its tokenizer: pass tokenizer=... as well")
+    if isinstance(model, torch.nn.Module):
+        return prepare_frozen(model, dev, dt), tokenizer
+    if hasattr(model, "incremental"):
+        return model, tokenizer
+    raise ValueError(
+        "model must be a name or path of a Hugging Face causal LM, a loaded causal LM, or a "
+        f"reference object with incremental(num_rows, pad_token_id); got {type(model).__name__}"
+    )
+
+
+def _vocab_and_eos(model: Any, tokenizer: Any) -> tuple[int, int]:
+    if hasattr(model, "incremental"):
+        vocab = int(model.vocab_size)
+    else:
+        vocab = int(model.get_output_embeddings().weight.shape[0])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id: episodes could never end with EOS")
+    if not 0 <= eos < vocab:
+        raise ValueError(f"eos_token_id {eos} is outside the model's vocabulary of {vocab}")
+    return vocab, int(eos)
+
+
+def _obs_pad_id(tokenizer: Any, vocab: int, eos: int) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None and 0 <= pad < vocab and pad != eos:
+        return int(pad)
+    return 0 if eos != 0 else 1
+
+
+def _check_context(model: Any, needed: int) -> None:
+    cfg = model.config
+    window = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if window is not None and needed > window:
+        raise ValueError(
+            f"max_prompt_tokens + max_new_tokens = {needed} exceeds the model's context window "
+            f"of {window} tokens"
+        )
+
+
+def _encode_prompt(text: str, tokenizer: Any, max_tokens: int) -> Prompt:
+    ids = list(tokenizer(text)["input_ids"])
+    if not ids:  # an empty prompt: the model still needs one token to condition on
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        ids = [start]
+    truncated = len(ids) > max_tokens
+    ids = ids[-max_tokens:]
+    shown = tokenizer.decode(ids, skip_special_tokens=True) if truncated else text
+    return Prompt(shown, tuple(int(i) for i in ids), truncated)
+
+
+def _gold(gold: str | Callable[[str, str], float] | None) -> Callable[[str, str], float] | None:
+    if gold is None or gold == "none":
+        return None
+    if callable(gold):
+        return gold
+    if gold not in GOLD_LABELERS:
+        raise ValueError(f"gold={gold!r} is not one of {[*GOLD_LABELERS, 'none']} or a function")
+    return GOLD_LABELERS[gold]
