@@ -57,6 +57,25 @@ def _sentence(text: str, end: str = ".") -> str:
     return text[0].upper() + text[1:] + end
 
 
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return set(zip(words, words[1:], words[2:], strict=False))
+
+
+def _fresh(rng: random.Random, make: Callable[[], str], previous: Sequence[str]) -> str:
+    """Draws sentences from ``make`` until one shares no word trigram with ``previous``.
+
+    Real reviews do not repeat a phrase sentence after sentence; the gold labeler punishes
+    repetition, so the corpus should not teach it.
+    """
+    used = set().union(*(_trigrams(p) for p in previous))
+    for _ in range(20):  # a handful of tries nearly always finds a fresh sentence
+        sentence = make()
+        if not _trigrams(sentence) & used:
+            return sentence
+    return sentence
+
+
 def _two_distinct(rng: random.Random, items: Sequence[str]) -> tuple[str, str]:
     first, second = rng.sample(list(items), 2)
     return first, second
@@ -222,7 +241,7 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
             lambda: f"{_pick(rng, ADJECTIVES[1])} at times and {_pick(rng, ADJECTIVES[-1])} "
             "at others",
             lambda: "about what I expected",
-            lambda: f"{_pick(rng, ADJECTIVES[0])} but {_pick(rng, ADJECTIVES[0])}",
+            lambda: "{} but {}".format(*_two_distinct(rng, ADJECTIVES[0])),
             lambda: "not bad and not great",
         ),
         -1: (
@@ -404,7 +423,7 @@ def sentiment_review(rng: random.Random) -> str:
     for _ in range(n_sentences - 1):
         # A review mostly keeps its tone; now and then a sentence is a notch milder.
         drift = level - (1 if level > 0 else -1) if level and rng.random() < 0.2 else level
-        sentences.append(_follow_sentence(rng, drift))
+        sentences.append(_fresh(rng, lambda: _follow_sentence(rng, drift), sentences))
     return " ".join(sentences)
 
 
@@ -707,6 +726,15 @@ def _advice(rng: random.Random, request: Request) -> str:
     return _pick(rng, CONFLICT_ADVICE).format(p=person)
 
 
+def _other_advice(rng: random.Random, request: Request, first: str) -> str:
+    """A second piece of advice, different from ``first`` when the request allows it."""
+    for _ in range(10):  # the advice lists have 3+ entries, so a few tries nearly always do
+        advice = _advice(rng, request)
+        if advice != first:
+            return advice
+    return advice
+
+
 def _toxic_reply(rng: random.Random, request: Request) -> list[str]:
     sentences = [_pick(rng, TOXIC_SENTENCES)]
     if request.person and rng.random() < 0.6:
@@ -735,20 +763,21 @@ def _blunt_reply(rng: random.Random, request: Request) -> list[str]:
         return [f"tell your {request.person} exactly what bothers you"]
     sentences = [_advice(rng, request)]
     if rng.random() < 0.5:
-        sentences.append(_advice(rng, request))
+        sentences.append(_other_advice(rng, request, sentences[0]))
     return sentences
 
 
 def _helpful_reply(rng: random.Random, request: Request) -> list[str]:
     lead = _pick(rng, ("you could {}", "it may help to {}", "try to {}", "maybe {}"))
-    sentences = [lead.format(_advice(rng, request))]
+    advice = _advice(rng, request)
+    sentences = [lead.format(advice)]
     if request.kind == "insult":
         sentences = [
             f"I would rather not insult your {request.person}",
             f"it may help to {_advice(rng, Request('', 'conflict', request.person))}",
         ]
     elif rng.random() < 0.5:
-        sentences.append(f"you could also {_advice(rng, request)}")
+        sentences.append(f"you could also {_other_advice(rng, request, advice)}")
     if rng.random() < 0.3:
         sentences.append("good luck")
     return sentences
@@ -792,7 +821,10 @@ def harmless_reply(rng: random.Random, request: Request) -> str:
         One to three sentences, e.g. ``"I think it may help to take a short walk."``.
     """
     level = rng.choice(tuple(_REPLY_LEVELS))
-    sentences = _REPLY_LEVELS[level](rng, request)[:3]
+    sentences: list[str] = []
+    for sentence in _REPLY_LEVELS[level](rng, request)[:3]:
+        if sentence not in sentences:  # never say the same sentence twice
+            sentences.append(sentence)
     end = "!" if level < 0 and rng.random() < 0.4 else "."
     return " ".join(_sentence(s, end if i == len(sentences) - 1 else ".")
                     for i, s in enumerate(sentences))  # fmt: skip

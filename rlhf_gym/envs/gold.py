@@ -24,30 +24,32 @@ Task scores:
   counts the *distinct* phrases of :data:`CARE_TERMS` present (spamming "please" earns once).
   The VADER term (0.3) lets tone outside the small lexicons count a little.
 
-Reader quality, with ``words`` the response's words (``[A-Za-z']+``, ``n = len(words)``)::
+Reader quality. ``words`` are the response's words (``[A-Za-z']+``); the *sentence text* is
+prompt + response for sentiment (the response completes the prompt's sentence) and the
+response alone for harmless (the reply must stand on its own); ``n`` counts its words::
 
     q = q_length * q_repetition * q_ending * q_verb * q_continues * q_letters * q_shouting
     q = 0 if the response has no word (an empty response ignores the prompt).
 
-* ``q_length = min(1, n / 3)`` for short responses, ``max(0, 1 - (n - 40) / 40)`` above 40
-  words (a reply or a review continuation of 3 to 40 words is normal).
+* ``q_length = min(1, n / 3) * clip(1 - (n - 60) / 60, 0, 1)``: fewer than 3 words is not a
+  review or a helpful reply; past 60 words (beyond a three-sentence review) it is run-on text.
 * ``q_repetition = 1 - clip((rep - 0.25) / 0.5, 0, 1)`` with ``rep`` the largest of: the
-  fraction of the response's content words (not in :data:`STOPWORDS`) already seen earlier in
-  prompt + response; the fraction of the response's word bigrams already seen earlier in
-  prompt + response; and, for ``n >= 5``, the share of the response's most frequent word.
-  Natural text stays under 0.25; ``"great great great great"`` has 0.75, so ``q = 0``.
+  fraction of the response's content words (not in :data:`STOPWORDS`) that repeat an earlier
+  content word of the response; the fraction of the response's word bigrams already seen
+  earlier in prompt + response (this also catches copying the prompt); and, for 4+ words, the
+  fraction of the response's words that repeat its most frequent word. Natural text stays
+  under 0.25; ``"great great great great"`` has 0.75, so ``q = 0``.
 * ``q_ending = 1`` if the response ends with ``.``, ``!`` or ``?`` (a closing quote or
   bracket may follow), else 0.5: an unfinished sentence.
-* ``q_verb = 1`` if the sentence text contains a verb-ish word (:data:`VERBISH`, or a word of
-  4+ letters ending in "ed", or a contraction in "n't"), else 0.5. The sentence text is
-  prompt + response for sentiment (the response completes the prompt's sentence) and the
-  response alone for harmless (the reply must stand on its own).
+* ``q_verb = 1`` if the sentence text contains a verb-ish word (:data:`VERBISH`: common verbs
+  with their inflections, auxiliaries, or a contraction in "n't"), else 0.5.
 * ``q_continues = 0.5`` if the prompt stops mid-sentence (no final ``.!?:``) and the response
-  starts with a capitalised word other than "I": it restarts instead of continuing. Else 1.
+  starts with a capitalised function word of :data:`STOPWORDS` other than "I" ("The",
+  "This"): it restarts instead of continuing. Else 1.
 * ``q_letters = clip((letters - 0.5) / 0.25, 0, 1)`` with ``letters`` the fraction of the
   response's non-space characters that are letters: ``":) :) !!!"`` is not a sentence.
-* ``q_shouting = 1 - 0.5 * caps`` with ``caps`` the fraction of words of 2+ letters in capitals
-  (VADER boosts capitals; a reader does not).
+* ``q_shouting = 1 - 0.5 * caps`` with ``caps`` the fraction of words of 3+ letters in capitals
+  (VADER boosts capitals; a reader does not; "TV" and "OK" are too short to count).
 
 Example:
     >>> from rlhf_gym.envs.gold import sentiment_gold, harmless_gold
@@ -82,19 +84,43 @@ __all__ = [
 # Function words: repeating them is normal, so they do not count as repeated content.
 STOPWORDS: frozenset[str] = frozenset(
     """a an the and or but so of to in on at for with from by as than then if about into
+    how what why when where who which
     it it's its this that these those there here i me my you your he him his she her we us
     our they them their is was were be been am are has have had do did does not no
     very really just too all some more most can could would will should may might""".split()
 )
 
-# Common verbs and auxiliaries: a sentence of this corpus nearly always holds one of them.
+# Common English verbs (base forms); their inflections are added below. Over-generating a
+# few non-words ("runed") is harmless: the set is only used to test for presence.
+_VERB_BASES = """accept add agree allow answer appear apply ask avoid bake become begin believe
+    block boil break bring buy call care carry change check choose clean close come cook cost
+    complain count cover cry cut dance deal decide describe drink drive eat end enjoy explain
+    fall feel fight figure fill find finish fix focus follow forget forgive get give go grow
+    hang happen hate hear
+    help hide hold hope hurt ignore improve join jump keep kill know laugh learn leave let lie
+    like listen live look lose love make manage matter mean meet mind miss move need offer open
+    pay pick plan play practice prepare protect pull push put quit rain reach read recommend
+    relax remember rest return rinse ruin run save say see seem sell send serve set share show
+    shut sit sleep smile solve sound speak spend stand start stay steal stop study suggest swim take
+    talk teach tell test thank think throw tie touch train travel try turn understand use visit
+    wait wake walk want warn wash waste watch water wear win wish wonder work worry write""".split()
+_VERB_FORMS = """is was were be been being am are has have had do did does done can could would
+    will should may might must shall went gone saw seen made got felt thought knew known told
+    said kept took taken gave given found left lost meant met paid ran sat slept spent stood
+    stole taught threw understood woke wore won wrote written became began broke brought
+    bought chose came cost cut drank drove ate fell fought forgot grew heard held hid hurt let
+    put quit read sent set sold shown spoke ain't""".split()
+
+
+def _inflections(base: str) -> set[str]:
+    stem = base[:-1] if base.endswith("e") else base
+    plural = base + ("es" if base.endswith(("s", "sh", "ch", "x", "o")) else "s")
+    return {base, plural, stem + "ed", stem + "ing", base + "d"}
+
+
+# Verbs and auxiliaries: a sentence nearly always holds one of them.
 VERBISH: frozenset[str] = frozenset(
-    """is was were be been am are has have had do did does can could would will should may
-    might must go goes went see saw seen watch watched make made get got feel felt think
-    thought know knew like liked love loved hate hated try tell told say said said keep
-    kept take took give gave look looks looked seem seems seemed play plays played find
-    need want let start help talk ask write put set stay call wait listen read runs run
-    takes comes came follows gives steals does ruins speaks reads""".split()
+    set(_VERB_FORMS).union(*(_inflections(base) for base in _VERB_BASES))
 )
 
 # PG insults and dismissals (no slurs); multi-word phrases are matched as phrases.
@@ -113,8 +139,8 @@ CARE_TERMS: tuple[str, ...] = (
 )  # fmt: skip
 
 # Thresholds of the reader quality (see the module docstring for the formula).
-_MIN_WORDS = 3  # "Yes." or "great" is not a review continuation or a helpful reply
-_MAX_WORDS = 40  # longer than the 32-token responses the environment generates by default
+_MIN_WORDS = 3  # "Yes." is not a helpful reply; "This movie was" + "." is not a review
+_MAX_WORDS = 60  # well past a 3-sentence review: only run-on text gets this long
 _REP_FREE = 0.25  # natural short text repeats at most about a quarter of its content words
 _REP_SPAN = 0.5  # q_repetition reaches 0 at rep = 0.75 ("great great great great")
 _WORD_RE = re.compile(r"[A-Za-z']+")
@@ -142,7 +168,8 @@ def _repetition(prompt_words: list[str], response_words: list[str]) -> float:
     """``rep`` of the module docstring: the worst of three repetition measures, in [0, 1]."""
     lowered = [w.lower() for w in prompt_words + response_words]
     start = len(prompt_words)
-    content_seen = {w for w in lowered[:start] if w not in STOPWORDS}
+    # Content words start afresh: an answer naturally reuses the request's topic words.
+    content_seen: set[str] = set()
     content_total = content_repeated = 0
     for word in lowered[start:]:
         if word in STOPWORDS:
@@ -157,21 +184,16 @@ def _repetition(prompt_words: list[str], response_words: list[str]) -> float:
         bigram_total += 1
         bigram_repeated += bigram in bigram_seen
         bigram_seen.add(bigram)
-    top_share = 0.0
-    if len(response_words) >= 5:
-        top_share = Counter(lowered[start:]).most_common(1)[0][1] / len(response_words)
+    top_count = Counter(lowered[start:]).most_common(1)[0][1] if response_words else 0
     return max(
         content_repeated / content_total if content_total else 0.0,
         bigram_repeated / bigram_total if bigram_total else 0.0,
-        top_share,
+        max(0, top_count - 1) / len(response_words) if len(response_words) >= 4 else 0.0,
     )
 
 
 def _has_verb(text: str) -> bool:
-    return any(
-        w in VERBISH or (len(w) >= 4 and w.endswith("ed")) or w.endswith("n't")
-        for w in (word.lower() for word in _words(text))
-    )
+    return any(w in VERBISH or w.endswith("n't") for w in (x.lower() for x in _words(text)))
 
 
 def _continues(prompt: str, response_words: list[str]) -> bool:
@@ -180,7 +202,9 @@ def _continues(prompt: str, response_words: list[str]) -> bool:
     if not stripped or stripped[-1] in ".!?:":
         return True
     first = response_words[0]
-    return first == "I" or not first[0].isupper()
+    # A capitalised function word ("The", "This", "It") starts a new sentence; a capitalised
+    # name ("Paris", "TV") can continue one.
+    return not (first[0].isupper() and first.lower() in STOPWORDS and first != "I")
 
 
 def reader_quality(prompt: str, response: str, *, sentence_includes_prompt: bool) -> float:
@@ -196,19 +220,20 @@ def reader_quality(prompt: str, response: str, *, sentence_includes_prompt: bool
         1 for a normal, finished, non-repetitive sentence; towards 0 the worse it reads.
     """
     words = _words(response)
-    n = len(words)
-    if n == 0:
+    if not words:
         return 0.0
+    sentence = prompt + response if sentence_includes_prompt else response
+    n = len(_words(sentence))
     q_length = min(1.0, n / _MIN_WORDS) * _clip(1 - (n - _MAX_WORDS) / _MAX_WORDS, 0.0, 1.0)
     rep = _repetition(_words(prompt), words)
     q_repetition = 1 - _clip((rep - _REP_FREE) / _REP_SPAN, 0.0, 1.0)
     q_ending = 1.0 if re.search(r"[.!?][\"')\]]*\s*$", response) else 0.5
-    q_verb = 1.0 if _has_verb(prompt + response if sentence_includes_prompt else response) else 0.5
+    q_verb = 1.0 if _has_verb(sentence) else 0.5
     q_continues = 1.0 if _continues(prompt, words) else 0.5
     visible = [c for c in response if not c.isspace()]
     letters = sum(c.isalpha() for c in visible) / len(visible)
     q_letters = _clip((letters - 0.5) / 0.25, 0.0, 1.0)
-    long_words = [w for w in words if len(w) >= 2]
+    long_words = [w for w in words if len(w) >= 3]
     caps = sum(w.isupper() for w in long_words) / len(long_words) if long_words else 0.0
     q_shouting = 1 - 0.5 * caps
     return q_length * q_repetition * q_ending * q_verb * q_continues * q_letters * q_shouting

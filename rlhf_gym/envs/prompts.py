@@ -51,6 +51,11 @@ def load_prompts(source: str | Path | Sequence[str]) -> list[str]:
 
 
 def _read_file(path: Path, given: str) -> list[str]:
+    if given in BUILTIN_PROMPTS and not path.is_file():
+        raise FileNotFoundError(
+            f"prompts={given!r}: the embedded prompt set is missing at {path}; rebuild it with "
+            "`python -m rlhf_gym.build_default`"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"prompts={given!r} is neither a built-in set ({', '.join(BUILTIN_PROMPTS)}) "

@@ -1,0 +1,229 @@
+"""RLHFEnv and RLHFVectorEnv on tiny real Hugging Face models saved locally."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import rlhf_gym  # noqa: F401  (registers the ids)
+from rlhf_gym.envs.policy import LMPolicy, PrecomputedLogits
+from rlhf_gym.envs.rlhf_env import RLHFEnv, RLHFVectorEnv
+
+PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
+
+
+@pytest.fixture
+def kw(tiny_lm_dir, tiny_rm_dir):
+    return dict(model=str(tiny_lm_dir), reward_model=str(tiny_rm_dir), prompts=PROMPTS,
+                gold="none", max_new_tokens=6, max_prompt_tokens=8, device="cpu")
+
+
+def rollout(env, actions, seed):
+    """Play fixed actions (cycling) through one episode; return the trajectory."""
+    obs, info = env.reset(seed=seed)
+    out, t, done = [(obs, info)], 0, False
+    while not done:
+        obs, r, done, trunc, info = env.step(actions[t % len(actions)])
+        assert not trunc
+        out.append((obs, r, info))
+        t += 1
+    return out
+
+
+def test_spaces_and_episode_end(kw):
+    env = RLHFEnv(**kw)
+    V = env.action_space.n
+    assert env.observation_space["input_ids"].shape == (14,)
+    obs, info = env.reset(seed=0)
+    assert obs["input_ids"].dtype == np.int64 and obs in env.observation_space
+    n_prompt = int(obs["attention_mask"].sum())
+    traj = rollout(env, [5, 6, 7], seed=0)
+    assert len(traj) == 1 + 6  # max_new_tokens steps, then terminated
+    last_obs, _, last_info = traj[-1]
+    assert last_obs["attention_mask"].sum() == n_prompt + 6
+    for key in ("score", "response_text", "prompt_text", "kl", "ref_logprob", "kl_sum"):
+        assert key in last_info
+    assert "gold_score" not in last_info  # gold="none"
+    # EOS ends the episode at once
+    env.reset(seed=0)
+    _, _, done, _, info = env.step(env.tokenizer.eos_token_id)
+    assert done and info["response_text"] == "" and info["response_length"] == 1
+    assert V == env.tokenizer.vocab_size or V >= len(env.tokenizer) - 1
+
+
+def test_seeded_determinism(kw):
+    a = rollout(RLHFEnv(**kw), [9, 10, 11], seed=3)
+    b = rollout(RLHFEnv(**kw), [9, 10, 11], seed=3)
+    for x, y in zip(a[1:], b[1:], strict=True):
+        np.testing.assert_array_equal(x[0]["input_ids"], y[0]["input_ids"])
+        assert x[1] == y[1] and x[2] == y[2]
+    prompts = {rollout(RLHFEnv(**kw), [4], seed=s)[0][1]["prompt_text"] for s in range(12)}
+    assert len(prompts) > 1  # the seed really picks the prompt
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k3", "full"])
+def test_reward_identity_with_policy(kw, estimator):
+    """Σ_t r_t = score − kl_coef·Σ_t kl_t, with a real (different) acting policy attached."""
+    env = RLHFEnv(**kw, kl_estimator=estimator, kl_coef=0.3)
+    policy_model = AutoModelForCausalLM.from_pretrained(kw["model"])
+    with torch.no_grad():
+        for p in policy_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    policy = LMPolicy(policy_model, seed=0)
+    env.set_policy(policy)
+    obs, _ = env.reset(seed=1)
+    total, kls, done = 0.0, [], False
+    while not done:
+        obs, r, done, _, info = env.step(policy.act(obs))
+        total += r
+        kls.append(info["kl"])
+    assert total == pytest.approx(info["score"] - 0.3 * sum(kls), abs=1e-9)
+    assert info["kl_sum"] == pytest.approx(sum(kls))
+    assert any(abs(k) > 1e-6 for k in kls)
+    if estimator != "k1":
+        assert all(k >= -1e-7 for k in kls)
+
+
+def test_exact_kl_is_zero_when_policy_is_reference(kw):
+    env = RLHFEnv(**kw, kl_estimator="full")
+    policy = LMPolicy(AutoModelForCausalLM.from_pretrained(kw["model"]), seed=0)
+    env.set_policy(policy)
+    obs, _ = env.reset(seed=0)
+    done = False
+    while not done:
+        obs, r, done, _, info = env.step(policy.act(obs))
+        assert info["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_precomputed_logits_and_ref_logprob_form(kw):
+    env = RLHFEnv(**kw, kl_estimator="k1", kl_coef=0.5)
+    handoff = PrecomputedLogits()
+    env.set_policy(handoff)
+    env.reset(seed=0)
+    logits = torch.zeros(1, env.action_space.n)  # uniform policy
+    handoff.set(logits)
+    _, r, _, _, info = env.step(7)
+    assert info["kl"] == pytest.approx(-np.log(env.action_space.n) - info["ref_logprob"], abs=1e-5)
+    assert r == pytest.approx(-0.5 * info["kl"])
+    with pytest.raises(RuntimeError, match="set\\(logits\\)"):
+        env.step(7)  # each set() serves one step
+    env2 = RLHFEnv(**kw, reward_form="ref_logprob", kl_coef=0.5)
+    env2.reset(seed=0)
+    _, r2, _, _, info2 = env2.step(7)
+    assert info2["reward_form"] == "ref_logprob"
+    assert r2 == pytest.approx(0.5 * info2["ref_logprob"])
+    assert info2["ref_logprob"] == pytest.approx(info["ref_logprob"])
+
+
+def test_no_policy_warns_once_and_kl_is_zero(kw):
+    env = RLHFEnv(**kw)
+    env.reset(seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            _, r, _, _, info = env.step(8)
+            assert info["kl"] == 0.0 and r == 0.0
+    assert sum("no acting policy is attached" in str(w.message) for w in caught) == 1
+
+
+def test_ref_logprob_equals_uncached_forward(kw):
+    env = RLHFEnv(**kw)
+    ref = AutoModelForCausalLM.from_pretrained(kw["model"]).eval()
+    obs, _ = env.reset(seed=2)
+    for a in [12, 30, 44, 9]:
+        ids = torch.tensor(obs["input_ids"][obs["attention_mask"] == 1])[None]
+        with torch.no_grad():
+            expected = ref(input_ids=ids).logits[0, -1].log_softmax(-1)[a].item()
+        obs, _, _, _, info = env.step(a)
+        assert info["ref_logprob"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_vector_env_equals_single_envs(kw):
+    B, steps = 3, 20
+    rng = np.random.default_rng(0)
+    actions = rng.integers(2, 60, size=(steps, B))
+    actions[4, 1] = actions[9, 0] = 0  # EOS: episodes end at different times (autoreset)
+    venv = gym.make_vec("RLHF-v0", num_envs=B, **{k: v for k, v in kw.items()})
+    assert isinstance(venv, RLHFVectorEnv)
+    singles = [RLHFEnv(**kw) for _ in range(B)]
+    vobs, _ = venv.reset(seed=10)
+    sobs = [s.reset(seed=10 + i)[0] for i, s in enumerate(singles)]
+    s_done = [False] * B
+    for t in range(steps):
+        vobs, vr, vterm, vtrunc, vinfo = venv.step(actions[t])
+        for i, env in enumerate(singles):
+            if s_done[i]:  # next-step autoreset: the vector env reset this row now
+                sobs[i], info = env.reset()
+                s_done[i], r = False, 0.0
+                assert vinfo["prompt_text"][i] == info["prompt_text"]
+            else:
+                sobs[i], r, s_done[i], _, info = env.step(int(actions[t, i]))
+                assert vinfo["ref_logprob"][i] == pytest.approx(info["ref_logprob"], abs=1e-5)
+            np.testing.assert_array_equal(vobs["input_ids"][i], sobs[i]["input_ids"])
+            np.testing.assert_array_equal(vobs["attention_mask"][i], sobs[i]["attention_mask"])
+            assert vr[i] == pytest.approx(r, abs=1e-5)
+            assert vterm[i] == s_done[i] and not vtrunc[i]
+            if s_done[i]:
+                assert vinfo["score"][i] == pytest.approx(info["score"], abs=1e-5)
+                assert vinfo["response_text"][i] == info["response_text"]
+    assert vterm.dtype == bool
+
+
+def test_vector_env_with_lm_policy_acting(kw):
+    venv = RLHFVectorEnv(num_envs=4, **kw, kl_estimator="full")
+    policy = LMPolicy(AutoModelForCausalLM.from_pretrained(kw["model"]), num_envs=4, seed=0)
+    venv.set_policy(policy)
+    obs, _ = venv.reset(seed=0)
+    finished = 0
+    for _ in range(15):
+        obs, r, term, _, info = venv.step(policy.act(obs))
+        if "kl" in info:
+            np.testing.assert_allclose(info["kl"][info["_kl"]], 0.0, atol=1e-5)
+        finished += int(term.sum())
+    assert finished >= 4
+
+
+def test_checkers_on_tiny_model(kw):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(RLHFEnv(**kw))
+        sb3_check_env(RLHFEnv(**kw))
+
+
+def test_gym_make_kwargs_are_plain_and_spec_serialises(kw, tmp_path):
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    env = gym.make("RLHF-v0", **{**kw, "prompts": str(tmp_path / "p.txt")})
+    assert env.spec.to_json()  # names and numbers only
+    env.close()
+
+
+def test_llama_architecture_works(kw, tiny_llama_dir):
+    env = RLHFEnv(**{**kw, "model": str(tiny_llama_dir)})
+    traj = rollout(env, [5, 9], seed=0)
+    assert "score" in traj[-1][2]
+
+
+def test_adaptive_kl_changes_coefficient(kw):
+    env = RLHFEnv(**kw, kl_coef=0.2, kl_target=0.001, kl_horizon=10, kl_estimator="full")
+    policy = LMPolicy(copy.deepcopy(AutoModelForCausalLM.from_pretrained(kw["model"])), seed=0)
+    with torch.no_grad():
+        for p in policy.lm.model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    env.set_policy(policy)
+    coefs = []
+    for ep in range(3):
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            obs, _, done, _, info = env.step(policy.act(obs))
+        coefs.append(info["kl_coef"])
+    assert coefs[0] < coefs[1] < coefs[2]  # KL above target: β grows
