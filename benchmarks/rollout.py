@@ -1,0 +1,206 @@
+"""Rollout throughput: the vector environment against a bare loop and HF ``generate``.
+
+For each batch size B, every method produces B responses of exactly ``--new-tokens`` tokens
+(EOS is masked out of the sampling distribution in all three, so they do the same work) and
+scores them with the reward model:
+
+  (a) env:      ``gym.make_vec("RLHF-v0", num_envs=B)`` with an acting :class:`LMPolicy`
+                attached (KV-cached policy; the env runs the KV-cached reference, the k1 KL, the
+                reward model);
+  (b) bare:     the same model work (policy and reference decode steps with KV caches,
+                sampling, the reward model) in a plain loop, no environment;
+  (c) generate: ``policy.generate(...)`` then one reference forward pass over the finished
+                sequences and the reward model (how TRL collects rollouts).
+
+Prints the median tokens per second over ``--repeats`` runs (after one warm-up) and the ratios
+``env_vs_bare`` and ``env_vs_generate`` measured in the same process; ``--json`` prints one
+JSON object instead. ``--model gpt2-small-random`` benchmarks a randomly initialised model of
+GPT-2-small's body (12 layers, 768 wide, 12 heads; the embedded tokenizer's vocabulary).
+
+    python benchmarks/rollout.py                    # embedded default model, CPU
+    python benchmarks/rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+import rlhf_gym  # noqa: F401
+from rlhf_gym.envs.lm import DATA_DIR, resolve_device, resolve_dtype
+from rlhf_gym.envs.policy import LMPolicy
+from rlhf_gym.envs.prompts import load_prompts
+from rlhf_gym.envs.rewards import HFRewardModel
+
+
+class NoEOSPolicy(LMPolicy):
+    """LMPolicy whose distribution never puts mass on EOS (fixed-length responses)."""
+
+    eos: int = 0
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        logits = super().action_logits(observation)
+        logits[:, self.eos] = float("-inf")  # idempotent on the cached tensor
+        return logits
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
+    envs = gym.make_vec("RLHF-v0", num_envs=B, model=args.model_path, prompts=args.prompts_file,
+                        max_new_tokens=args.new_tokens, device=args.device, dtype=args.dtype)
+    policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.episodes.pad, seed=0)
+    policy.eos = envs.unwrapped.episodes.eos
+    envs.unwrapped.set_policy(policy)
+    obs, _ = envs.reset(seed=0)
+    sync(policy.lm.device)
+    start = time.perf_counter()
+    for _ in range(args.new_tokens):
+        obs, _, term, _, _ = envs.step(policy.act(obs))
+    sync(policy.lm.device)
+    elapsed = time.perf_counter() - start
+    assert term.all(), "every response should end after exactly --new-tokens tokens"
+    return B * args.new_tokens / elapsed
+
+
+def left_pad(tok: Any, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+@torch.no_grad()
+def run_bare(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]) -> float:
+    dev = args.dev
+    ids, mask = left_pad(tok, prompts, dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    sync(dev)
+    start = time.perf_counter()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches, logits = [], []
+    for m in (policy_model, ref):
+        out = m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        caches.append(out["cache"] if "cache" in out else out["past_key_values"])
+        logits.append(out.logits[:, -1].float())
+    kw = "cache" if "cache" in out else "past_key_values"
+    tokens, kl = [], torch.zeros(B, device=dev)
+    for _ in range(args.new_tokens):
+        logp = logits[0].log_softmax(-1)
+        logp[:, tok.eos_token_id] = float("-inf")
+        a = torch.multinomial(logp.exp(), 1, generator=gen)  # (B, 1)
+        kl += (logp.gather(1, a) - logits[1].log_softmax(-1).gather(1, a))[:, 0]
+        tokens.append(a)
+        mask = torch.cat([mask, torch.ones_like(a)], dim=1)
+        pos = mask.sum(1, keepdim=True) - 1
+        for j, m in enumerate((policy_model, ref)):
+            out = m(input_ids=a, attention_mask=mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1, **{kw: caches[j]})
+            caches[j] = out[kw]
+            logits[j] = out.logits[:, -1].float()
+    texts = tok.batch_decode(torch.cat(tokens, 1).tolist(), skip_special_tokens=True)
+    rm.score(prompts, texts)
+    sync(dev)
+    return B * args.new_tokens / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def run_generate(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]) -> float:
+    dev = args.dev
+    ids, mask = left_pad(tok, prompts, dev)
+    torch.manual_seed(0)
+    sync(dev)
+    start = time.perf_counter()
+    seqs = policy_model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0,
+                                 top_p=1.0, temperature=1.0, max_new_tokens=args.new_tokens,
+                                 min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
+    full_mask = torch.cat([mask, torch.ones_like(seqs[:, ids.shape[1]:])], dim=1)
+    pos = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    ref_logits = ref(input_ids=seqs, attention_mask=full_mask, position_ids=pos).logits
+    resp = seqs[:, ids.shape[1]:]
+    ref_logits[:, ids.shape[1] - 1 : -1].float().log_softmax(-1).gather(2, resp[..., None])
+    rm.score(prompts, tok.batch_decode(resp.tolist(), skip_special_tokens=True))
+    sync(dev)
+    return B * args.new_tokens / (time.perf_counter() - start)
+
+
+def gpt2_small_random(out: Path) -> str:
+    tok = AutoTokenizer.from_pretrained(DATA_DIR / "lm")
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=len(tok),
+                     eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                     pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="default", help="'default', 'gpt2-small-random' or a path")
+    p.add_argument("--batch-sizes", default="1,8,32")
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    args.dev = resolve_device(args.device)
+    dt = resolve_dtype(args.dtype, args.dev)
+    tmp = tempfile.TemporaryDirectory()
+    args.model_path = {"default": str(DATA_DIR / "lm"),
+                       "gpt2-small-random": None}.get(args.model, args.model)
+    if args.model_path is None:
+        args.model_path = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
+    args.prompts_file = str(DATA_DIR / "prompts" / "sentiment-train.txt")
+    tok = AutoTokenizer.from_pretrained(args.model_path)
+    load = lambda: AutoModelForCausalLM.from_pretrained(args.model_path).to(args.dev, dt).eval()  # noqa: E731
+    policy_model, ref = load(), load()
+    rm = HFRewardModel.load("sentiment", args.dev, dt)
+    all_prompts = load_prompts(args.prompts_file)
+    results: dict[str, dict[str, float]] = {}
+    for B in [int(b) for b in args.batch_sizes.split(",")]:
+        prompts = [all_prompts[i % len(all_prompts)] for i in range(B)]
+        runners = {
+            "env": lambda: run_env(args, B, policy_model, prompts),
+            "bare": lambda: run_bare(args, B, policy_model, ref, tok, rm, prompts),
+            "generate": lambda: run_generate(args, B, policy_model, ref, tok, rm, prompts),
+        }
+        times: dict[str, list[float]] = {k: [] for k in runners}
+        for k, fn in runners.items():
+            fn()  # warm-up
+        for _ in range(args.repeats):  # interleave the methods so drift hits all alike
+            for k, fn in runners.items():
+                times[k].append(fn())
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[str(B)] = {**{f"{k}_tokens_per_s": v for k, v in med.items()},
+                           "env_vs_bare": med["env"] / med["bare"],
+                           "env_vs_generate": med["env"] / med["generate"]}
+    report = {"model": args.model, "device": str(args.dev), "dtype": str(dt).replace("torch.", ""),
+              "new_tokens": args.new_tokens, "repeats": args.repeats, "results": results}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"model={args.model} device={args.dev} dtype={report['dtype']} "
+              f"new_tokens={args.new_tokens} median of {args.repeats} runs (tokens/s)")
+        print(f"{'B':>4} {'env':>10} {'bare':>10} {'generate':>10} {'env/bare':>9} {'env/gen':>8}")
+        for B, r in results.items():
+            print(f"{B:>4} {r['env_tokens_per_s']:>10.0f} {r['bare_tokens_per_s']:>10.0f} "
+                  f"{r['generate_tokens_per_s']:>10.0f} {r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
