@@ -1,8 +1,9 @@
-"""The ``rlhf-gym`` command: ``eval`` and ``build-default``."""
+"""The ``rlhf-gym`` command: ``train``, ``eval`` and ``build-default``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -39,6 +40,40 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from rlhf_gym.train import AGENTS, train
+
+    if args.agent not in AGENTS:
+        raise ValueError(f"--agent {args.agent!r} is not one of {sorted(AGENTS)}")
+    _, config_cls = AGENTS[args.agent]
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values["env_id"] = args.env
+    train(args.agent, config_cls(**values), logdir=args.logdir, resume=args.resume,
+          eval_episodes=args.eval_episodes)
+    return 0
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One ``--flag`` per config field: its type, default and help come from the dataclass."""
+    group = parser.add_argument_group(f"{config_cls.__name__} (agent options)")
+    for f in dataclasses.fields(config_cls):
+        if f.name in ("env_id",) or f.name in {a.dest for a in parser._actions}:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"int": int, "float": float, "str": str, "bool": _bool}[str(f.type)]
+        group.add_argument(flag, type=kind, default=None,
+                           help=f"{f.metadata.get('help', '')} (default: {f.default})")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _build_default(args: argparse.Namespace) -> int:
     from rlhf_gym import build_default
 
@@ -59,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_eval)
+    from rlhf_gym.agents.ppo import PPOConfig
+
+    tr = sub.add_parser("train", help="train an agent (default: PPO on RLHF-v0)")
+    tr.add_argument("--agent", default="ppo", help="agent name (ppo)")
+    tr.add_argument("--env", default="RLHF-v0", help="a registered environment id")
+    tr.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
+    tr.add_argument("--logdir", default="runs", help="TensorBoard runs and checkpoints go here")
+    tr.add_argument("--resume", default=None, help="checkpoint, checkpoints/ or run directory")
+    tr.add_argument("--eval-episodes", type=int, default=128,
+                    help="held-out episodes for the before/after summary")
+    _add_config_options(tr, PPOConfig)
+    tr.set_defaults(func=_train)
     bd = sub.add_parser("build-default", help="rebuild the embedded default models",
                         add_help=False)
     bd.add_argument("rest", nargs=argparse.REMAINDER)

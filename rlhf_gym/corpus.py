@@ -225,9 +225,11 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
         2: (
             lambda: _adjective_phrase(rng, 2),
             lambda: f"{_adjective_phrase(rng, 2)} from start to finish",
-            lambda: f"one of the best {film}s I have seen {_pick(rng, TIMEFRAMES)}"
-            if film_subject
-            else _adjective_phrase(rng, 2),
+            lambda: (
+                f"one of the best {film}s I have seen {_pick(rng, TIMEFRAMES)}"
+                if film_subject
+                else _adjective_phrase(rng, 2)
+            ),
             lambda: "{} and {}".format(*_two_distinct(rng, ADJECTIVES[2])),
         ),
         1: (
@@ -238,8 +240,9 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
         ),
         0: (
             lambda: _adjective_phrase(rng, 0),
-            lambda: f"{_pick(rng, ADJECTIVES[1])} at times and {_pick(rng, ADJECTIVES[-1])} "
-            "at others",
+            lambda: (
+                f"{_pick(rng, ADJECTIVES[1])} at times and {_pick(rng, ADJECTIVES[-1])} at others"
+            ),
             lambda: "about what I expected",
             lambda: "{} but {}".format(*_two_distinct(rng, ADJECTIVES[0])),
             lambda: "not bad and not great",
@@ -253,9 +256,11 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
         ),
         -2: (
             lambda: _adjective_phrase(rng, -2),
-            lambda: f"one of the worst {film}s I have ever seen"
-            if film_subject
-            else _adjective_phrase(rng, -2),
+            lambda: (
+                f"one of the worst {film}s I have ever seen"
+                if film_subject
+                else _adjective_phrase(rng, -2)
+            ),
             lambda: "a complete waste of time",
             lambda: f"{_adjective_phrase(rng, -2)} from start to finish",
             lambda: "{} and {}".format(*_two_distinct(rng, ADJECTIVES[-2])),
@@ -279,19 +284,22 @@ def _opening_sentence(rng: random.Random, level: int) -> str:
         lambda: f"the {aspect} in this {film} {_be(aspect)} {_predicate(rng, level)}",
         lambda: f"I watched this {film} {_pick(rng, WHEN)} and {_reaction(rng, level)}",
         lambda: f"I watched the film and {_reaction(rng, level)}",
-        lambda: f"my {_pick(rng, RELATIONS)} and I saw this {film} {_pick(rng, WHEN)}, and "
-        + (
-            f"we {_pick(rng, LIKE_VERBS[level])} it"
-            if level
-            else f"it was {_predicate(rng, 0)}"
+        lambda: (
+            f"my {_pick(rng, RELATIONS)} and I saw this {film} {_pick(rng, WHEN)}, and "
+            + (
+                f"we {_pick(rng, LIKE_VERBS[level])} it"
+                if level
+                else f"it was {_predicate(rng, 0)}"
+            )
         ),
         lambda: f"{_pick(rng, OPINION_OPENERS)}, this {film} is {_predicate(rng, level, True)}",
-        lambda: f"the story follows {_pick(rng, CHARACTERS)} who "
-        f"{_pick(rng, CHARACTER_ACTIONS)}, and it is {_predicate(rng, level, True)}",
+        lambda: (
+            f"the story follows {_pick(rng, CHARACTERS)} who "
+            f"{_pick(rng, CHARACTER_ACTIONS)}, and it is {_predicate(rng, level, True)}"
+        ),
         lambda: f"I went to see this {film} {_pick(rng, WHEN)} and {_reaction(rng, level)}",
         lambda: f"the new {film} from this director is {_predicate(rng, level, True)}",
-        lambda: f"if you like {_pick(rng, GENRE_THINGS)}, this {film} is "
-        f"{_predicate(rng, level)}",
+        lambda: f"if you like {_pick(rng, GENRE_THINGS)}, this {film} is {_predicate(rng, level)}",
         lambda: f"watching this {film} {_pick(rng, WHEN)} was {_experience(rng, level)}",
         lambda: f"the {aspect} of this {film} {_be(aspect)} {_predicate(rng, level)}",
     )
@@ -423,7 +431,7 @@ def sentiment_review(rng: random.Random) -> str:
     for _ in range(n_sentences - 1):
         # A review mostly keeps its tone; now and then a sentence is a notch milder.
         drift = level - (1 if level > 0 else -1) if level and rng.random() < 0.2 else level
-        sentences.append(_fresh(rng, lambda: _follow_sentence(rng, drift), sentences))
+        sentences.append(_fresh(rng, lambda d=drift: _follow_sentence(rng, d), sentences))
     return " ".join(sentences)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from transformers import AutoModelForCausalLM
 
 import rlhf_gym  # noqa: F401  (registers the ids)
-from rlhf_gym.envs.policy import LMPolicy
+from rlhf_gym.envs.policy import LMPolicy, ReferencePolicy
 
 
 @dataclass
@@ -38,7 +38,7 @@ class EvalResult:
 
 def evaluate(
     env_id: str = "RLHF-v0",
-    policy: str | None = None,
+    policy: Any = None,
     episodes: int = 256,
     num_envs: int = 32,
     seed: int = 0,
@@ -46,7 +46,8 @@ def evaluate(
     n_samples: int = 5,
     **env_kwargs: Any,
 ) -> EvalResult:
-    """Run ``episodes`` episodes with ``policy`` (a model directory; ``None``: the reference).
+    """Run ``episodes`` episodes with ``policy`` (``None``: the reference; a model directory; or a
+    loaded causal LM).
 
     KL is the exact per-sequence KL (``kl_estimator="full"``) summed over each response.
     """
@@ -55,10 +56,13 @@ def evaluate(
     env_kwargs.setdefault("kl_estimator", "full")
     envs = gym.make_vec(env_id, num_envs=min(num_envs, episodes), **env_kwargs)
     core = envs.unwrapped.episodes
-    model = core.reference.model if policy is None else AutoModelForCausalLM.from_pretrained(policy)
-    model = model.to(core.reference.device)
-    acting = LMPolicy(model, num_envs=envs.num_envs, temperature=temperature,
-                      pad_token_id=core.pad, seed=seed)
+    if policy is None:
+        acting: Any = ReferencePolicy(envs.unwrapped, temperature=temperature, seed=seed)
+    else:
+        if isinstance(policy, str):
+            policy = AutoModelForCausalLM.from_pretrained(policy).to(core.reference.device)
+        acting = LMPolicy(policy, num_envs=envs.num_envs, temperature=temperature,
+                          pad_token_id=core.pad, seed=seed)
     envs.unwrapped.set_policy(acting)
     result = EvalResult()
     obs, _ = envs.reset(seed=seed)

@@ -148,6 +148,12 @@ class IncrementalLM:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
+    def reset(self) -> None:
+        """Forget every row (call after the model's weights change: the cache is stale)."""
+        self.cache, self.logits = None, None
+        self.mask = self.mask.new_zeros((self.num_rows, 0))
+        self._seen_ids = self._seen_len = None
+
     def _forward(
         self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
     ) -> tuple[torch.Tensor, Any]:

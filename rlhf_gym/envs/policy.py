@@ -63,7 +63,9 @@ class LMPolicy:
 
     ``act(obs)`` samples tokens from ``logits / temperature``; ``action_logits(obs)`` returns
     exactly those tempered logits, reusing the forward pass when ``obs`` is the one just acted
-    on. The model keeps its own KV cache (:class:`IncrementalLM`) that follows the observations.
+    on. The model keeps its own KV cache (:class:`IncrementalLM`) that follows the observations;
+    a trainer must call :meth:`reset` after each update, since cached keys and values were
+    computed with the old weights.
 
     Args:
         model: a Hugging Face causal LM (put in eval mode here: dropout off).
@@ -93,6 +95,11 @@ class LMPolicy:
         self._obs_mask: np.ndarray | None = None
         self._logits: torch.Tensor | None = None
 
+    def reset(self) -> None:
+        """Drop the KV cache and cached logits; call it whenever the model's weights change."""
+        self.lm.reset()
+        self._logits = self._obs_ids = self._obs_mask = None
+
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
         ids = np.atleast_2d(observation["input_ids"])
         mask = np.atleast_2d(observation["attention_mask"])
@@ -112,4 +119,36 @@ class LMPolicy:
         logits = self.action_logits(observation)
         tokens = torch.multinomial(logits.softmax(-1), 1, generator=self.generator)[:, 0]
         tokens = tokens.cpu().numpy()
+        return tokens[0] if np.ndim(observation["input_ids"]) == 1 else tokens
+
+
+class ReferencePolicy:
+    """Act with the environment's own reference model, at no extra forward pass.
+
+    The environment keeps ``π_ref(·|s)`` of every row up to date (it needs it for the KL term),
+    so sampling from it is free: this is the baseline policy of ``rlhf-gym eval`` and of
+    best-of-n. With ``temperature=1`` every KL estimate is exactly 0.
+
+    Args:
+        env: an :class:`~rlhf_gym.envs.rlhf_env.RLHFEnv` or ``RLHFVectorEnv`` (unwrapped).
+        temperature: sampling temperature (> 0).
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(self, env: Any, temperature: float = 1.0, seed: int | None = None) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.reference = env.episodes.reference
+        self.temperature = temperature
+        self.generator = torch.Generator(device=self.reference.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        return self.reference.logits / self.temperature
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Sample one token per row, like :meth:`LMPolicy.act`."""
+        probs = self.action_logits(observation).softmax(-1)
+        tokens = torch.multinomial(probs, 1, generator=self.generator)[:, 0].cpu().numpy()
         return tokens[0] if np.ndim(observation["input_ids"]) == 1 else tokens

@@ -1,0 +1,955 @@
+"""Builds the embedded default models from the project's own synthetic corpus.
+
+``gym.make("RLHF-v0")`` must work offline, so the package ships a tiny causal LM, its
+tokenizer and one reward model per task, in Hugging Face format. This command produces them
+from nothing but :mod:`rlhf_gym.corpus` (see ``docs/design.md``, "The embedded default"):
+
+1. generate the sentiment and harmless corpora (seeded);
+2. train a byte-level BPE tokenizer on them (``<|endoftext|>`` is EOS and BOS, ``<|pad|>`` is
+   PAD, distinct from EOS, so padding is never mistaken for the end of a response);
+3. train one small GPT-2 on both corpora, each document followed by EOS;
+4. for each task, sample pairs of continuations from that LM, label them with the gold
+   labeler plus Bradley-Terry noise (the simulated human), train a small GPT-2 reward model
+   with the Bradley-Terry loss, and rescale it to mean 0, std 1 on held-out LM samples;
+5. write the prompt files and ``BUILD.json`` (seed, sizes, metrics, library versions).
+
+Output layout (``<out>`` defaults to ``rlhf_gym/data/default``)::
+
+    <out>/lm/                  GPT2LMHeadModel + tokenizer + generation_config (pure sampling)
+    <out>/reward-sentiment/    GPT2ForSequenceClassification (1 label) + tokenizer
+    <out>/reward-harmless/     idem
+    <out>/prompts/{sentiment,harmless}-{train,eval}.txt   one prompt per line
+    <out>/BUILD.json
+
+Contracts the environment relies on: prompts have no trailing space and are encoded without
+special tokens (the LM was trained without a BOS prefix); a response is the decoded
+continuation (``tokenizer.decode(ids, skip_special_tokens=True)``, starting with a space);
+the reward model reads ``prompt + response`` as one string, right-truncated to its
+``n_positions``; every dropout is 0 in the saved configs.
+
+The build is deterministic: the same seed, library versions, thread count and machine give
+byte-identical ``*.safetensors`` files.
+
+Example:
+    Full build (about 10 minutes on 2 CPU cores), then a 10-second smoke build::
+
+        python -m rlhf_gym.build_default
+        python -m rlhf_gym.build_default --mini --out /tmp/rlhf-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    GenerationConfig,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from rlhf_gym.corpus import TASKS, TaskCorpus, make_task_corpus
+from rlhf_gym.envs.gold import GOLD_LABELERS
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "default"
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Sizes and schedules of one build; :data:`FULL` and :data:`MINI` are the two in use.
+
+    Attributes:
+        n_documents: Training documents per task.
+        n_heldout: Held-out documents drawn per task (for the LM's held-out loss).
+        n_train_prompts: RL training prompts per task.
+        n_eval_prompts: Held-out evaluation prompts per task.
+        n_extra_prompts: Further prompts per task, only for reward-model training pairs.
+        vocab_size: Size of the BPE vocabulary, special tokens included.
+        lm_layers: Transformer blocks of the LM.
+        lm_heads: Attention heads of the LM.
+        lm_embd: Width of the LM.
+        n_positions: Context window of the LM and the reward models, in tokens.
+        lm_steps: Optimiser steps of the LM.
+        lm_batch: Documents per LM batch.
+        lm_lr: Peak learning rate of the LM.
+        max_new_tokens: Longest sampled continuation, in tokens.
+        rm_layers: Transformer blocks of each reward model.
+        rm_heads: Attention heads of each reward model.
+        rm_embd: Width of each reward model.
+        rm_samples_per_prompt: LM samples per prompt for the preference pairs.
+        rm_steps: Optimiser steps of each reward model.
+        rm_batch: Preference pairs per reward-model batch.
+        rm_lr: Peak learning rate of the reward models.
+        label_temperature: Bradley-Terry temperature of the simulated labeler: it prefers
+            response a over b with probability ``sigmoid((gold_a - gold_b) / T)``.
+        norm_samples_per_prompt: Samples per train prompt for the score normalisation.
+        eval_samples_per_prompt: Samples per eval prompt for the held-out metrics.
+    """
+
+    n_documents: int
+    n_heldout: int
+    n_train_prompts: int
+    n_eval_prompts: int
+    n_extra_prompts: int
+    vocab_size: int
+    lm_layers: int
+    lm_heads: int
+    lm_embd: int
+    n_positions: int
+    lm_steps: int
+    lm_batch: int
+    lm_lr: float
+    max_new_tokens: int
+    rm_layers: int
+    rm_heads: int
+    rm_embd: int
+    rm_samples_per_prompt: int
+    rm_steps: int
+    rm_batch: int
+    rm_lr: float
+    label_temperature: float
+    norm_samples_per_prompt: int
+    eval_samples_per_prompt: int
+
+
+# Sizes chosen so that the full build takes about 10 minutes on 2 CPU cores (measured: ~17k
+# LM tokens/s for a 4x128 GPT-2) and the output stays far below 20 MB.
+FULL = BuildConfig(
+    n_documents=24_000,  # ~3 LM epochs at 2,400 steps of 64 documents over both tasks
+    n_heldout=1_000,
+    n_train_prompts=256,
+    n_eval_prompts=128,
+    n_extra_prompts=512,  # the harmless grammar has ~1,180 distinct requests in all
+    vocab_size=1_024,  # the corpora have ~1,100 distinct words; frequent ones get one token
+    lm_layers=4,
+    lm_heads=4,
+    lm_embd=128,
+    n_positions=128,  # a prompt (<= 25 tokens) plus 64 new tokens fits with room to spare
+    lm_steps=2_400,
+    lm_batch=64,
+    lm_lr=2e-3,  # small models tolerate a high rate; warmup and cosine decay keep it stable
+    max_new_tokens=32,
+    rm_layers=2,
+    rm_heads=4,
+    rm_embd=96,
+    rm_samples_per_prompt=8,  # 28 pairs per prompt, ~25k pairs per task
+    rm_steps=1_500,
+    rm_batch=64,
+    rm_lr=1e-3,
+    label_temperature=0.1,  # a gold gap of 0.22 is judged right 90% of the time
+    norm_samples_per_prompt=2,
+    eval_samples_per_prompt=4,
+)
+
+# The whole pipeline with toy sizes, for tests: a few seconds.
+MINI = BuildConfig(
+    n_documents=300,
+    n_heldout=40,
+    n_train_prompts=16,
+    n_eval_prompts=8,
+    n_extra_prompts=8,
+    vocab_size=300,  # the 256 bytes, 2 special tokens and 42 merges
+    lm_layers=1,
+    lm_heads=2,
+    lm_embd=32,
+    n_positions=64,
+    lm_steps=30,
+    lm_batch=16,
+    lm_lr=3e-3,
+    max_new_tokens=12,
+    rm_layers=1,
+    rm_heads=2,
+    rm_embd=16,
+    rm_samples_per_prompt=4,
+    rm_steps=20,
+    rm_batch=16,
+    rm_lr=3e-3,
+    label_temperature=0.1,
+    norm_samples_per_prompt=2,
+    eval_samples_per_prompt=2,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled continuation.
+
+    Attributes:
+        prompt: The prompt text.
+        response: The decoded continuation (special tokens skipped).
+        ended: Whether the LM emitted EOS within ``max_new_tokens``.
+    """
+
+    prompt: str
+    response: str
+    ended: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Fixes the thread count and turns on deterministic algorithms, restoring both after.
+
+    Args:
+        threads: Intra-op threads. Float sums depend on how work is split, so a different
+            count may change the last bits of the weights.
+    """
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_deterministic)
+
+
+def _seed(seed: int) -> None:
+    """Seeds every global generator; each stage reseeds torch with its own seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _stage_seed(seed: int, stage: str) -> int:
+    """A reproducible seed per (build seed, stage), so stages do not share random draws."""
+    return random.Random(f"rlhf-gym/build/{seed}/{stage}").getrandbits(63)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def train_tokenizer(
+    texts: Sequence[str], vocab_size: int, n_positions: int
+) -> PreTrainedTokenizerFast:
+    """Trains a byte-level BPE tokenizer (GPT-2 style: any text encodes, no UNK).
+
+    Args:
+        texts: Training texts.
+        vocab_size: Vocabulary size including ``<|endoftext|>`` (id 0) and ``<|pad|>`` (id 1).
+        n_positions: Recorded as ``model_max_length``.
+
+    Returns:
+        The tokenizer, with EOS = BOS = ``<|endoftext|>`` and PAD = ``<|pad|>``.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=n_positions,
+        # "a ." must stay "a .": responses are compared as exact strings.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def check_round_trip(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> None:
+    """Raises ``ValueError`` unless decode(encode(text)) gives every text back exactly."""
+    for text in texts:
+        decoded = tokenizer.decode(tokenizer.encode(text), skip_special_tokens=True)
+        if decoded != text:
+            raise ValueError(f"tokenizer round trip failed: {text!r} -> {decoded!r}")
+    pieces = ("This movie was", " great.")
+    joined = "".join(
+        tokenizer.decode(tokenizer.encode(piece), skip_special_tokens=True) for piece in pieces
+    )
+    if joined != "".join(pieces):
+        raise ValueError(f"a continuation lost its leading space: {joined!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared training helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _pad_right(
+    sequences: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads token lists into ``(input_ids, attention_mask)``, both ``(B, T)``."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
+def _optimizer(
+    model: torch.nn.Module, lr: float, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with 5% linear warmup then cosine decay to 10% of the peak rate."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> Iterator[list[int]]:
+    """Endless batches of indices; similar lengths share a batch so little is padding.
+
+    Each epoch is shuffled, cut into chunks of 32 batches, each chunk sorted by length and
+    split into batches whose order is shuffled again.
+    """
+    indices = list(range(len(lengths)))
+    while True:
+        rng.shuffle(indices)
+        chunk = batch_size * 32
+        batches = []
+        for start in range(0, len(indices), chunk):
+            part = sorted(indices[start : start + chunk], key=lambda i: lengths[i])
+            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        rng.shuffle(batches)
+        yield from batches
+
+
+def _config_kwargs(tokenizer: PreTrainedTokenizerFast, n_positions: int) -> dict[str, object]:
+    """Config fields shared by the LM and the reward models: vocabulary, special ids, no dropout."""
+    return {
+        "vocab_size": len(tokenizer),
+        "n_positions": n_positions,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        # Dropout would make the policy's log-probabilities random (field notes, "PPO details").
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "summary_first_dropout": 0.0,
+    }
+
+
+def _parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Language model
+# ---------------------------------------------------------------------------------------------
+
+
+def _lm_sequences(
+    tokenizer: PreTrainedTokenizerFast, documents: Sequence[str], n_positions: int
+) -> list[list[int]]:
+    """Token ids of each document followed by EOS, cut to the context window."""
+    encoded = tokenizer(list(documents), add_special_tokens=False)["input_ids"]
+    return [(ids + [tokenizer.eos_token_id])[:n_positions] for ids in encoded]
+
+
+def _lm_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    ids, mask = _pad_right(sequences, pad_id)
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+
+
+def train_lm(
+    tokenizer: PreTrainedTokenizerFast, documents: Sequence[str], config: BuildConfig, seed: int
+) -> tuple[GPT2LMHeadModel, float]:
+    """Trains the causal LM on the documents (each followed by EOS, starting at position 0).
+
+    Args:
+        tokenizer: The trained tokenizer.
+        documents: Training documents of all tasks.
+        config: Build sizes.
+        seed: Seed of this stage (initialisation and batch order).
+
+    Returns:
+        The model in eval mode, and the mean training loss over the last 10% of steps.
+    """
+    torch.manual_seed(seed)
+    lm_config = GPT2Config(
+        n_layer=config.lm_layers,
+        n_head=config.lm_heads,
+        n_embd=config.lm_embd,
+        **_config_kwargs(tokenizer, config.n_positions),
+    )
+    model = GPT2LMHeadModel(lm_config)
+    sequences = _lm_sequences(tokenizer, documents, config.n_positions)
+    batches = _bucketed_batches([len(s) for s in sequences], config.lm_batch, random.Random(seed))
+    optimizer, scheduler = _optimizer(model, config.lm_lr, config.lm_steps)
+    tail: list[float] = []
+    model.train()
+    for step in range(config.lm_steps):
+        batch = _lm_batch([sequences[i] for i in next(batches)], tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= config.lm_steps * 0.9:
+            tail.append(loss.item())
+        if step % 200 == 0:
+            logger.info("lm step %d/%d loss %.3f", step, config.lm_steps, loss.item())
+    return model.eval(), sum(tail) / len(tail)
+
+
+@torch.no_grad()
+def lm_loss(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    documents: Sequence[str],
+    n_positions: int,
+) -> float:
+    """Mean next-token negative log-likelihood (nats per token, EOS included)."""
+    sequences = _lm_sequences(tokenizer, documents, n_positions)
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), 128):
+        batch = _lm_batch(sequences[start : start + 128], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        targets = batch["labels"][:, 1:]  # (B, T-1)
+        total += F.cross_entropy(
+            logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+        ).item()
+        count += int((targets != -100).sum())
+    return total / count
+
+
+def sampling_config(tokenizer: PreTrainedTokenizerFast, max_new_tokens: int) -> GenerationConfig:
+    """Pure categorical sampling at temperature 1: no top-k, no top-p, no penalties.
+
+    Any truncation of the distribution would make the sampled tokens disagree with the
+    log-probabilities the KL is computed from (field notes, "Why KL goes negative").
+    """
+    return GenerationConfig(
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+@torch.no_grad()
+def sample_continuations(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: Sequence[str],
+    n_per_prompt: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 256,
+) -> list[Sample]:
+    """Samples ``n_per_prompt`` continuations of each prompt (pure sampling, temperature 1).
+
+    Args:
+        model: The LM.
+        tokenizer: Its tokenizer.
+        prompts: Prompt texts, encoded without special tokens.
+        n_per_prompt: Continuations per prompt; they are consecutive in the result.
+        max_new_tokens: Longest continuation.
+        seed: Seed of the sampling.
+        batch_size: Sequences per ``generate`` call.
+
+    Returns:
+        One :class:`Sample` per continuation, in prompt order.
+    """
+    torch.manual_seed(seed)
+    generation = sampling_config(tokenizer, max_new_tokens)
+    queue = [p for p in prompts for _ in range(n_per_prompt)]
+    samples: list[Sample] = []
+    for start in range(0, len(queue), batch_size):
+        chunk = queue[start : start + batch_size]
+        encoded = [tokenizer.encode(p, add_special_tokens=False) for p in chunk]
+        width = max(len(e) for e in encoded)
+        # Left padding, so every row's continuation starts at column `width`.
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=generation)
+        for prompt, row in zip(chunk, output[:, width:].tolist(), strict=True):
+            ended = tokenizer.eos_token_id in row
+            cut = row.index(tokenizer.eos_token_id) if ended else len(row)
+            response = tokenizer.decode(row[:cut], skip_special_tokens=True)
+            samples.append(Sample(prompt, response, ended))
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward models
+# ---------------------------------------------------------------------------------------------
+
+
+def label_pairs(
+    samples: Sequence[Sample],
+    n_per_prompt: int,
+    gold: Callable[[str, str], float],
+    temperature: float,
+    rng: random.Random,
+) -> list[tuple[str, str]]:
+    """Asks the simulated labeler to compare every pair of continuations of each prompt.
+
+    The labeler prefers a over b with probability ``sigmoid((gold(a) - gold(b)) / T)``
+    (Bradley-Terry noise, so close calls are coin flips); exact ties are skipped, as a
+    labeler with a "no preference" button would.
+
+    Args:
+        samples: Continuations, ``n_per_prompt`` consecutive ones per prompt.
+        n_per_prompt: Group size.
+        gold: The task's gold labeler.
+        temperature: The noise temperature ``T``.
+        rng: Random stream of the labeler.
+
+    Returns:
+        ``(chosen_text, rejected_text)`` pairs, each text being ``prompt + response``.
+    """
+    pairs = []
+    for start in range(0, len(samples), n_per_prompt):
+        group = samples[start : start + n_per_prompt]
+        scores = [gold(s.prompt, s.response) for s in group]
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                gap = scores[i] - scores[j]
+                if gap == 0:
+                    continue
+                a, b = group[i], group[j]
+                prefer_a = rng.random() < 1 / (1 + math.exp(-gap / temperature))
+                chosen, rejected = (a, b) if prefer_a else (b, a)
+                pairs.append((chosen.prompt + chosen.response, rejected.prompt + rejected.response))
+    return pairs
+
+
+def _score_batch(
+    model: GPT2ForSequenceClassification, sequences: Sequence[Sequence[int]], pad_id: int
+) -> torch.Tensor:
+    """Reward-model scores ``(B,)``; GPT-2 reads the last token that is not PAD."""
+    ids, mask = _pad_right(sequences, pad_id)
+    return model(input_ids=ids, attention_mask=mask).logits[:, 0]
+
+
+def _encode_texts(
+    tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], n_positions: int
+) -> dict[str, list[int]]:
+    unique = sorted(set(texts))
+    encoded = tokenizer(unique, add_special_tokens=False, truncation=True, max_length=n_positions)
+    return dict(zip(unique, encoded["input_ids"], strict=True))
+
+
+def train_reward_model(
+    tokenizer: PreTrainedTokenizerFast,
+    pairs: Sequence[tuple[str, str]],
+    config: BuildConfig,
+    seed: int,
+) -> tuple[GPT2ForSequenceClassification, float]:
+    """Trains a reward model on preference pairs with ``-logsigmoid(r_chosen - r_rejected)``.
+
+    Args:
+        tokenizer: The shared tokenizer.
+        pairs: ``(chosen_text, rejected_text)`` pairs.
+        config: Build sizes.
+        seed: Seed of this stage.
+
+    Returns:
+        The model in eval mode, and its accuracy on the labels over the last 10% of steps.
+    """
+    torch.manual_seed(seed)
+    rm_config = GPT2Config(
+        n_layer=config.rm_layers,
+        n_head=config.rm_heads,
+        n_embd=config.rm_embd,
+        num_labels=1,
+        **_config_kwargs(tokenizer, config.n_positions),
+    )
+    model = GPT2ForSequenceClassification(rm_config)
+    ids = _encode_texts(tokenizer, [t for pair in pairs for t in pair], config.n_positions)
+    lengths = [len(ids[c]) + len(ids[r]) for c, r in pairs]
+    batches = _bucketed_batches(lengths, config.rm_batch, random.Random(seed))
+    optimizer, scheduler = _optimizer(model, config.rm_lr, config.rm_steps)
+    correct, seen = 0, 0
+    model.train()
+    for step in range(config.rm_steps):
+        batch = [pairs[i] for i in next(batches)]
+        scores = _score_batch(
+            model, [ids[t] for pair in batch for t in pair], tokenizer.pad_token_id
+        )
+        margin = scores[0::2] - scores[1::2]  # (B,) chosen minus rejected
+        loss = -F.logsigmoid(margin).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= config.rm_steps * 0.9:
+            correct += int((margin > 0).sum())
+            seen += len(batch)
+        if step % 200 == 0:
+            logger.info("reward model step %d/%d loss %.3f", step, config.rm_steps, loss.item())
+    return model.eval(), correct / max(1, seen)
+
+
+@torch.no_grad()
+def reward_scores(
+    model: GPT2ForSequenceClassification, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]
+) -> torch.Tensor:
+    """Scores ``(N,)`` of full texts (``prompt + response``), right-truncated to the window."""
+    ids = _encode_texts(tokenizer, texts, model.config.n_positions)
+    chunks = [
+        _score_batch(model, [ids[t] for t in texts[i : i + 256]], tokenizer.pad_token_id)
+        for i in range(0, len(texts), 256)
+    ]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def normalise_reward_model(
+    model: GPT2ForSequenceClassification, scores: torch.Tensor
+) -> tuple[float, float]:
+    """Makes the affine change ``r -> (r - mean) / std`` inside the saved weights.
+
+    GPT-2's ``score`` layer has no bias, so the shift goes into the final LayerNorm's bias,
+    which feeds only ``score``: with ``w' = w / std``, adding ``c * w' / |w'|^2`` to
+    ``ln_f.bias`` adds exactly ``c = -mean / std`` to every score.
+
+    Args:
+        model: The reward model, changed in place.
+        scores: Its scores on reference samples.
+
+    Returns:
+        The mean and standard deviation that were removed.
+    """
+    mean, std = scores.mean().item(), scores.std(unbiased=False).item()
+    weight = model.score.weight  # (1, n_embd)
+    weight.div_(std)
+    row = weight[0]
+    model.transformer.ln_f.bias.add_(row * (-mean / std) / row.dot(row))
+    return mean, std
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    return float(
+        np.corrcoef(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))[0, 1]
+    )
+
+
+def pairwise_accuracy(
+    scores: Sequence[float], gold: Sequence[float], group: int
+) -> tuple[float, int]:
+    """Fraction of within-prompt pairs that the scores order as the gold does (gold ties skipped).
+
+    Returns:
+        The accuracy and the number of pairs compared.
+    """
+    right, total = 0, 0
+    for start in range(0, len(scores), group):
+        for i in range(start, start + group):
+            for j in range(i + 1, start + group):
+                if gold[i] == gold[j]:
+                    continue
+                total += 1
+                right += (scores[i] - scores[j]) * (gold[i] - gold[j]) > 0
+    return right / max(1, total), total
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------------
+
+
+def _sample_stats(samples: Sequence[Sample], gold: Sequence[float]) -> dict[str, float]:
+    return {
+        "eos_fraction": sum(s.ended for s in samples) / len(samples),
+        "gold_mean": float(np.mean(gold)),
+        "gold_std": float(np.std(gold)),
+        "gold_positive_fraction": sum(g > 0.05 for g in gold) / len(gold),
+        "gold_negative_fraction": sum(g < -0.05 for g in gold) / len(gold),
+    }
+
+
+def _build_reward_model(
+    task: str,
+    lm: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    corpus: TaskCorpus,
+    config: BuildConfig,
+    seed: int,
+) -> tuple[GPT2ForSequenceClassification, dict[str, object]]:
+    """Samples, labels, trains, normalises and evaluates the reward model of one task."""
+    gold = GOLD_LABELERS[task]
+    k = config.rm_samples_per_prompt
+    pool = corpus.train_prompts + corpus.extra_prompts
+    train_samples = sample_continuations(
+        lm, tokenizer, pool, k, config.max_new_tokens, _stage_seed(seed, f"{task}/pairs")
+    )
+    pairs = label_pairs(
+        train_samples,
+        k,
+        gold,
+        config.label_temperature,
+        random.Random(_stage_seed(seed, f"{task}/labels")),
+    )
+    model, train_accuracy = train_reward_model(
+        tokenizer, pairs, config, _stage_seed(seed, f"{task}/rm")
+    )
+
+    norm_samples = sample_continuations(
+        lm, tokenizer, corpus.train_prompts, config.norm_samples_per_prompt,
+        config.max_new_tokens, _stage_seed(seed, f"{task}/norm"),
+    )  # fmt: skip
+    mean, std = normalise_reward_model(
+        model, reward_scores(model, tokenizer, [s.prompt + s.response for s in norm_samples])
+    )
+    after = reward_scores(model, tokenizer, [s.prompt + s.response for s in norm_samples])
+
+    m = config.eval_samples_per_prompt
+    eval_samples = sample_continuations(
+        lm,
+        tokenizer,
+        corpus.eval_prompts,
+        m,
+        config.max_new_tokens,
+        _stage_seed(seed, f"{task}/eval"),
+    )
+    eval_gold = [gold(s.prompt, s.response) for s in eval_samples]
+    eval_scores = reward_scores(
+        model, tokenizer, [s.prompt + s.response for s in eval_samples]
+    ).tolist()
+    accuracy, n_pairs = pairwise_accuracy(eval_scores, eval_gold, m)
+    metrics: dict[str, object] = {
+        "parameters": _parameter_count(model),
+        "pairs": len(pairs),
+        "train_accuracy_vs_noisy_labels": train_accuracy,
+        "heldout_pairwise_accuracy_vs_gold": accuracy,
+        "heldout_pairs": n_pairs,
+        "heldout_gold_correlation": _pearson(eval_scores, eval_gold),
+        "normalisation": {
+            "removed_mean": mean,
+            "removed_std": std,
+            "mean_after": after.mean().item(),
+            "std_after": after.std(unbiased=False).item(),
+        },
+        "lm_samples": _sample_stats(eval_samples, eval_gold),
+        "examples": [
+            {"prompt": s.prompt, "response": s.response, "ended": s.ended, "gold": g, "score": r}
+            for s, g, r in list(zip(eval_samples, eval_gold, eval_scores, strict=True))[::m][:8]
+        ],
+    }
+    return model, metrics
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
+    """Saves in Hugging Face format (safetensors), readable by transformers 4.46+ and 5."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    # transformers 5 names the class "TokenizersBackend", which 4.x does not know; both
+    # load "PreTrainedTokenizerFast" from the same tokenizer.json.
+    config_path = path / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    for file in path.iterdir():
+        file.chmod(0o644)  # safetensors writes 0600; package data must be world-readable
+
+
+def _write_prompts(out_dir: Path, corpora: dict[str, TaskCorpus]) -> None:
+    prompts_dir = out_dir / "prompts"
+    prompts_dir.mkdir(parents=True, exist_ok=True)
+    for task, corpus in corpora.items():
+        for split, prompts in (("train", corpus.train_prompts), ("eval", corpus.eval_prompts)):
+            (prompts_dir / f"{task}-{split}.txt").write_text(
+                "\n".join(prompts) + "\n", encoding="utf-8"
+            )
+
+
+def _versions() -> dict[str, str]:
+    names = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "vaderSentiment")
+    return {"python": sys.version.split()[0]} | {n: importlib.metadata.version(n) for n in names}
+
+
+def _clear(out_dir: Path) -> None:
+    """Removes what a previous build wrote, so no stale file survives."""
+    for name in ("lm", "reward-sentiment", "reward-harmless", "prompts"):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / "BUILD.json").unlink(missing_ok=True)
+
+
+def build(
+    out_dir: Path, *, mini: bool = False, seed: int = 0, threads: int = 2
+) -> dict[str, object]:
+    """Builds the tokenizer, the LM and both reward models into ``out_dir``.
+
+    Args:
+        out_dir: Output directory (created; earlier build outputs in it are replaced).
+        mini: Toy sizes for tests (seconds instead of minutes).
+        seed: Seed of the whole build.
+        threads: Torch intra-op threads (part of what makes the bytes reproducible).
+
+    Returns:
+        The metrics, as also written to ``out_dir / "BUILD.json"``.
+    """
+    config = MINI if mini else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _clear(out_dir)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        timings[stage] = round(time.perf_counter() - clock, 1)
+        logger.info("%s done in %.1f s", stage, timings[stage])
+        clock = time.perf_counter()
+
+    with deterministic_torch(threads):
+        _seed(seed)
+        corpora = {
+            task: make_task_corpus(
+                task,
+                n_documents=config.n_documents,
+                n_heldout=config.n_heldout,
+                seed=seed,
+                n_train_prompts=config.n_train_prompts,
+                n_eval_prompts=config.n_eval_prompts,
+                n_extra_prompts=config.n_extra_prompts,
+            )  # fmt: skip
+            for task in TASKS
+        }
+        documents = [d for c in corpora.values() for d in c.documents]
+        tokenizer = train_tokenizer(documents, config.vocab_size, config.n_positions)
+        check_round_trip(tokenizer, [d for c in corpora.values() for d in c.heldout[:50]])
+        lap("corpus_and_tokenizer")
+
+        lm, lm_train_loss = train_lm(tokenizer, documents, config, _stage_seed(seed, "lm"))
+        lm.generation_config = sampling_config(tokenizer, config.max_new_tokens)
+        _save(lm, tokenizer, out_dir / "lm")
+        heldout_loss = {
+            t: lm_loss(lm, tokenizer, c.heldout, config.n_positions) for t, c in corpora.items()
+        }
+        lap("lm")
+
+        reward_metrics = {}
+        for task, corpus in corpora.items():
+            model, reward_metrics[task] = _build_reward_model(
+                task, lm, tokenizer, corpus, config, seed
+            )
+            _save(model, tokenizer, out_dir / f"reward-{task}")
+            lap(f"reward_{task}")
+    _write_prompts(out_dir, corpora)
+
+    metrics: dict[str, object] = {
+        "seed": seed,
+        "mini": mini,
+        "threads": threads,
+        "config": asdict(config),
+        "corpus": {
+            task: {
+                "documents": len(c.documents),
+                "distinct_documents": len(set(c.documents)),
+                "heldout_documents": len(c.heldout),
+                "train_prompts": len(c.train_prompts),
+                "eval_prompts": len(c.eval_prompts),
+                "extra_prompts": len(c.extra_prompts),
+            }
+            for task, c in corpora.items()
+        },
+        "tokenizer": {
+            "vocab_size": len(tokenizer),
+            "eos_id": tokenizer.eos_token_id,
+            "pad_id": tokenizer.pad_token_id,
+        },
+        "lm": {
+            "parameters": _parameter_count(lm),
+            "train_loss_last_10pct": lm_train_loss,
+            "heldout_loss": heldout_loss,
+        },
+        "reward_models": reward_metrics,
+        "versions": _versions(),
+    }
+    # Timings vary from run to run, so they are returned and printed but not written: the
+    # whole output directory is then reproducible, not only the weights.
+    (out_dir / "BUILD.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics | {"timings_s": timings}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rlhf_gym.build_default",
+        description="Build the embedded default LM, tokenizer and reward models offline.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_DIR, help=f"output directory (default: {DEFAULT_DIR})"
+    )
+    parser.add_argument("--mini", action="store_true", help="toy sizes for a smoke test (seconds)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole build (default: 0)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads; changing it may change the bytes (default: 2)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars
+    started = time.perf_counter()
+    metrics = build(args.out, mini=args.mini, seed=args.seed, threads=args.threads)
+    summary = {
+        "out": str(args.out),
+        "seconds": round(time.perf_counter() - started, 1),
+        "timings_s": metrics["timings_s"],
+        "lm_heldout_loss": metrics["lm"]["heldout_loss"],  # type: ignore[index]
+        "reward_models": {
+            task: {k: v for k, v in m.items() if k not in ("examples",)}
+            for task, m in metrics["reward_models"].items()  # type: ignore[union-attr]
+        },
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

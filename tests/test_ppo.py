@@ -1,0 +1,166 @@
+"""PPO: the ratio-1 invariant, learning the toy optimum, TensorBoard tags, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_gym.agents import checkpoint, tags
+from rlhf_gym.agents.ppo import PPO, PPOConfig
+from rlhf_gym.envs import toy
+from rlhf_gym.train import train
+
+PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
+
+
+@pytest.fixture
+def tiny_env_kwargs(tiny_lm_dir, tiny_rm_dir):
+    return dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none",
+                max_prompt_tokens=16)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_first_minibatch_ratio_is_exactly_one(tiny_lm_dir, tiny_env_kwargs, temperature):
+    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=24,
+                    max_new_tokens=6, temperature=temperature, device="cpu")
+    agent = PPO(cfg, env_kwargs=tiny_env_kwargs)
+    mismatch = []
+    agent.train(callback=lambda a, s: mismatch.append(s[tags.LOGPROB_MISMATCH]))
+    first = agent.first_minibatch
+    assert first[tags.RATIO] == 1.0
+    assert first[tags.APPROX_KL] == 0.0
+    assert first[tags.CLIPFRAC] == 0.0
+    # the rollout's sampling log-probs (KV cache) agree with the update's full forward pass,
+    # in every update (a stale cache after a weight change would show here)
+    assert len(mismatch) == 3 and max(mismatch) < 1e-4
+
+
+def toy_objective(agent: PPO, beta: float) -> float:
+    """Exact E[score − β·KL] of the agent's policy on the toy, by enumerating prefixes."""
+    def visit(prefix: tuple[int, ...]) -> float:
+        ids = torch.tensor([prefix])
+        with torch.no_grad():
+            logits = agent.policy(input_ids=ids).logits[0, -1].float() / agent.cfg.temperature
+        logp = logits.log_softmax(-1).numpy().astype(np.float64)
+        p = np.exp(logp)
+        total = -beta * float(p @ (logp - toy.ref_logprobs(prefix)))
+        for a in range(4):
+            nxt = prefix + (a,)
+            if a == toy.EOS or len(nxt) - 1 >= toy.MAX_NEW_TOKENS:
+                words = " ".join(toy.VOCAB[t] for t in nxt[1:] if t != toy.EOS)
+                total += p[a] * toy.score("", words)
+            else:
+                total += p[a] * visit(nxt)
+        return total
+
+    return float(np.mean([visit((toy.PROMPTS_IDS[w],)) for w in toy.PROMPTS]))
+
+
+def test_ppo_reaches_the_toy_optimum():
+    beta = 0.1
+    cfg = PPOConfig(env_id="RLHFToy-v0", num_envs=64, total_episodes=64 * 40,
+                    learning_rate=1e-3, kl_coef=beta, kl_estimator="full", seed=0)
+    agent = PPO(cfg)
+    start = time.perf_counter()
+    agent.train()
+    optimum = toy.solve(beta).value
+    reached = toy_objective(agent, beta)
+    print(f"toy: optimum {optimum:.4f}, PPO {reached:.4f}, {time.perf_counter() - start:.1f}s")
+    assert reached == pytest.approx(optimum, abs=0.03)
+
+
+def test_tensorboard_tags_in_a_real_event_file(tmp_path, tiny_lm_dir, tiny_env_kwargs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=16,
+                    max_new_tokens=5, device="cpu", checkpoint_every=1)
+    summary = train("ppo", cfg, logdir=tmp_path, eval_episodes=8, quiet=True,
+                    env_kwargs={**tiny_env_kwargs, "gold": "sentiment"})
+    run = Path(summary["run_dir"])
+    assert run.name.startswith("RLHF-v0__ppo__0__")
+    acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in (tags.SCORES, tags.KL, tags.RLHF_REWARD, tags.GOLD_SCORES, tags.POLICY_LOSS,
+                tags.VALUE_LOSS, tags.APPROX_KL, tags.CLIPFRAC, tags.STEPS_PER_SECOND):
+        assert tag in scalars, tag
+    assert len(acc.Scalars(tags.SCORES)) == 2
+    texts = {t.split("/")[0] for t in acc.Tags()["tensors"]}
+    assert {"samples", "hyperparameters"} <= texts
+    assert set(scalars) <= set(tags.GLOSSARY)  # every logged tag is documented
+    # checkpoints every update, loadable by from_pretrained and as the env's model
+    assert (run / "checkpoints" / "update_000001" / "policy" / "config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(Path(summary["checkpoint"]) / "policy")
+
+
+def test_resume_gives_the_same_next_update(tmp_path):
+    cfg = PPOConfig(env_id="RLHFToy-v0", num_envs=16, total_episodes=48, seed=3)
+    full = PPO(cfg)
+    history = []
+    full.train(callback=lambda a, s: history.append(s))
+    first_two = PPO(dataclasses.replace(cfg, total_episodes=32))
+    first_two.train()
+    path = checkpoint.save(tmp_path / "run", first_two)
+    resumed = PPO(cfg)
+    checkpoint.load(tmp_path / "run", resumed)  # the run directory resolves to the latest
+    assert resumed.update_idx == 2
+    last = resumed.train()
+    for key in (tags.SCORES, tags.POLICY_LOSS, tags.VALUE_LOSS, tags.APPROX_KL):
+        assert last[key] == history[-1][key], key
+    for a, b in zip(full.policy.parameters(), resumed.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert path.name == "update_000002"
+
+
+def test_bad_checkpoint_paths(tmp_path):
+    agent = PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=8))
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        checkpoint.load(tmp_path / "missing", agent)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        checkpoint.load(tmp_path / "empty", agent)
+    good = checkpoint.save(tmp_path / "run", agent)
+    (good / "trainer_state.pt").unlink()
+    with pytest.raises(ValueError, match="partial, trainer_state.pt is missing"):
+        checkpoint.load(good, agent)
+
+
+def test_checkpoint_from_another_model(tmp_path, tiny_lm_dir, tiny_env_kwargs):
+    tiny = PPO(PPOConfig(model=str(tiny_lm_dir), num_envs=8, total_episodes=8, device="cpu"),
+               env_kwargs=tiny_env_kwargs)
+    saved = checkpoint.save(tmp_path / "run", tiny)
+    toy_agent = PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=8))
+    with pytest.raises(ValueError, match="from another model"):
+        checkpoint.load(saved, toy_agent)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "rlhf_gym.cli", "train", "--env", "RLHFToy-v0",
+           "--total-episodes", "100000", "--num-envs", "16", "--logdir", str(tmp_path),
+           "--checkpoint-every", "0", "--eval-episodes", "16"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    buf = ""
+    while time.time() < deadline and "3/" not in buf:  # wait for a few updates
+        buf += proc.stderr.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "interrupted: checkpoint written to" in err
+    ckpt = checkpoint.resolve(next(tmp_path.iterdir()))
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(ckpt / "policy")
+    assert checkpoint.resolve(ckpt) == ckpt
