@@ -3,6 +3,18 @@
 The run directory is ``<logdir>/<env>__<agent>__<seed>__<unix time>`` and holds the TensorBoard
 event file and ``checkpoints/`` (see :mod:`rlhf_gym.agents.checkpoint`). Checkpoints are
 written every ``checkpoint_every`` updates, at the end, and on Ctrl-C.
+
+What ``train`` needs of an agent class (``AGENTS`` maps ``--agent`` names to
+``(agent class, config dataclass)``):
+
+* the config dataclass has ``env_id``, ``seed``, ``temperature``, ``checkpoint_every``, a
+  ``num_updates`` property and ``env_kwargs()``; its fields carry ``metadata["help"]`` (the CLI
+  options are generated from them);
+* ``Agent(cfg, writer=SummaryWriter | None, env_kwargs=dict | None)``;
+* ``agent.train(callback)`` runs the remaining updates and calls ``callback(agent, stats)``
+  after each; ``agent.update_idx``, ``agent.episodes_seen``, ``agent.agent_name``;
+* ``agent.policy`` (a Hugging Face causal LM), ``agent.core`` (the env engine: its tokenizer),
+  ``agent.state_dict()`` / ``agent.load_state_dict()`` for everything but the policy weights.
 """
 
 from __future__ import annotations
