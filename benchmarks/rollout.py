@@ -34,7 +34,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from _models import gpt2_small_random
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import rlhf_gym  # noqa: F401
 from rlhf_gym.envs.lm import DATA_DIR, resolve_device, resolve_dtype
@@ -134,17 +135,6 @@ def run_generate(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: A
     rm.score(prompts, tok.batch_decode(resp.tolist(), skip_special_tokens=True))
     sync(dev)
     return B * args.new_tokens / (time.perf_counter() - start)
-
-
-def gpt2_small_random(out: Path) -> str:
-    tok = AutoTokenizer.from_pretrained(DATA_DIR / "lm")
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_positions=1024, vocab_size=len(tok),
-                     eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                     pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    GPT2LMHeadModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -146,6 +146,11 @@ class RLHFEnv(gym.Env):
         """The policy tokenizer (decodes observations and actions)."""
         return self.episodes.tokenizer
 
+    @property
+    def reference_model(self) -> Any:
+        """The frozen reference (a Hugging Face causal LM); copy it to get a trainable policy."""
+        return reference_model(self.episodes)
+
     def set_policy(self, policy: Any) -> None:
         """Attach the acting policy whose distribution the KL term uses (``None`` detaches)."""
         self.episodes.policy = check_policy(policy)
@@ -202,6 +207,10 @@ class RLHFVectorEnv(VectorEnv):
     @property
     def tokenizer(self) -> Any:
         return self.episodes.tokenizer
+
+    @property
+    def reference_model(self) -> Any:
+        return reference_model(self.episodes)
 
     def set_policy(self, policy: Any) -> None:
         """Attach the acting policy (batched ``action_logits``); ``None`` detaches."""
@@ -263,6 +272,14 @@ def make_spaces(ep: Episodes) -> tuple[spaces.Dict, spaces.Discrete]:
         }
     )
     return obs, spaces.Discrete(ep.V)
+
+
+def reference_model(ep: Episodes) -> Any:
+    model = getattr(ep.reference, "model", None)
+    if model is None:
+        raise AttributeError("this environment's reference is not a neural network (the toy's "
+                             "is a table: see rlhf_gym.envs.toy)")
+    return model
 
 
 def check_policy(policy: Any) -> Any:
