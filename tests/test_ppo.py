@@ -164,3 +164,8 @@ def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
 
     AutoModelForCausalLM.from_pretrained(ckpt / "policy")
     assert checkpoint.resolve(ckpt) == ckpt
+
+
+def test_metrics_glossary_doc_is_current():
+    doc = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+    assert doc.read_text() == tags.glossary_markdown(), "run: python -m rlhf_gym.agents.tags > docs/metrics.md"
