@@ -1,0 +1,115 @@
+"""Our PPO against TRL's RLOO trainer on the same model, reward, prompts and episode budget.
+
+    pip install -e ".[bench]"          # TRL is a benchmark extra, not a dependency
+    python benchmarks/vs_trl.py        # embedded default task, CPU
+    python benchmarks/vs_trl.py --episodes 4096 --json
+
+Both start from the embedded default LM (also the frozen reference), are scored by the same
+sentiment reward model on ``prompt + completion`` text, sample completions of at most
+``--max-new-tokens`` tokens at temperature 1 with no top-k/top-p, use KL coefficient 0.05 and
+the same learning rate, and see the same number of sampled episodes (completions). RLOO is
+TRL's REINFORCE-leave-one-out trainer (``num_generations`` completions per prompt); TRL 1.x has
+no non-experimental PPO. Afterwards both policies are evaluated by the same code
+(:func:`rlhf_gym.evaluate.evaluate`) on the held-out prompts: mean reward-model score, gold
+score, and exact per-sequence KL from the reference. Wall time covers training only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf_gym.agents.ppo import PPO, PPOConfig
+from rlhf_gym.envs.lm import DATA_DIR
+from rlhf_gym.envs.prompts import load_prompts
+from rlhf_gym.envs.rewards import HFRewardModel
+from rlhf_gym.evaluate import evaluate
+
+
+def run_ours(args: Any) -> tuple[Any, float]:
+    cfg = PPOConfig(total_episodes=args.episodes, num_envs=args.batch,
+                    learning_rate=args.learning_rate, max_new_tokens=args.max_new_tokens,
+                    kl_coef=args.kl_coef, seed=args.seed, device="cpu")
+    start = time.perf_counter()
+    agent = PPO(cfg)
+    agent.train()
+    return agent.policy, time.perf_counter() - start
+
+
+def run_trl(args: Any, out: Path) -> tuple[Any, float]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import RLOOConfig, RLOOTrainer
+
+    tok = AutoTokenizer.from_pretrained(DATA_DIR / "lm")
+    tok.padding_side = "left"
+    rm = HFRewardModel.load("sentiment", torch.device("cpu"))
+
+    def reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+        return [float(s) for s in rm.score(prompts, completions)]
+
+    prompts = load_prompts("sentiment")
+    n_prompts = args.episodes // args.num_generations
+    data = Dataset.from_dict({"prompt": [prompts[i % len(prompts)] for i in range(n_prompts)]})
+    cfg = RLOOConfig(
+        output_dir=str(out), use_cpu=True, seed=args.seed, report_to="none",
+        per_device_train_batch_size=args.batch, num_generations=args.num_generations,
+        max_steps=args.episodes // args.batch, learning_rate=args.learning_rate,
+        max_completion_length=args.max_new_tokens, beta=args.kl_coef, temperature=1.0,
+        top_k=0, top_p=1.0, disable_dropout=True, save_strategy="no", logging_steps=10**9,
+        num_iterations=1,
+    )
+    model = AutoModelForCausalLM.from_pretrained(DATA_DIR / "lm")
+    start = time.perf_counter()
+    trainer = RLOOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=data,
+                          processing_class=tok)
+    trainer.train()
+    return trainer.model, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=int, default=4096, help="sampled completions per trainer")
+    p.add_argument("--batch", type=int, default=64, help="completions per update")
+    p.add_argument("--num-generations", type=int, default=4, help="RLOO completions per prompt")
+    p.add_argument("--learning-rate", type=float, default=PPOConfig.learning_rate)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--eval-episodes", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, runner in (("rlhf_gym_ppo", run_ours),
+                             ("trl_rloo", lambda a: run_trl(a, Path(tmp)))):
+            policy, wall = runner(args)
+            ev = evaluate("RLHF-v0", policy=policy.float().eval(), episodes=args.eval_episodes,
+                          prompts="sentiment-eval", seed=1, device="cpu").summary()
+            results[name] = {"wall_s": wall, "score": ev["score"]["mean"],
+                             "gold_score": ev["gold_score"]["mean"], "kl": ev["kl"]["mean"]}
+    ours, trl = results["rlhf_gym_ppo"], results["trl_rloo"]
+    report = {"episodes": args.episodes, **results,
+              "score_minus_trl": ours["score"] - trl["score"],
+              "wall_time_ratio": ours["wall_s"] / trl["wall_s"]}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.episodes} episodes each, held-out evaluation on {args.eval_episodes} episodes")
+        print(f"{'':14} {'wall s':>8} {'score':>8} {'gold':>8} {'KL':>8}")
+        for name, r in results.items():
+            print(f"{name:14} {r['wall_s']:8.1f} {r['score']:+8.3f} {r['gold_score']:+8.3f} {r['kl']:8.3f}")
+        print(f"score (ours − TRL) {report['score_minus_trl']:+.3f}; wall time ours/TRL "
+              f"{report['wall_time_ratio']:.2f}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
