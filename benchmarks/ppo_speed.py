@@ -35,8 +35,14 @@ def main(argv: list[str] | None = None) -> dict:
     model = args.model
     if model == "gpt2-small-random":
         model = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
-    cfg = PPOConfig(model=model, num_envs=args.num_envs, total_episodes=10**9,
-                    device=args.device, dtype=args.dtype, learning_rate=1e-5)
+    cfg = PPOConfig(
+        model=model,
+        num_envs=args.num_envs,
+        total_episodes=10**9,
+        device=args.device,
+        dtype=args.dtype,
+        learning_rate=1e-5,
+    )
     agent = PPO(cfg)
     dev = agent.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -55,16 +61,24 @@ def main(argv: list[str] | None = None) -> dict:
         if i:  # the first update is a warm-up
             rows.append((tokens / (t1 - t0), tokens / (t2 - t1), tokens / (t2 - t0)))
     med = [statistics.median(c) for c in zip(*rows, strict=True)]
-    report = {"model": args.model, "device": str(dev), "dtype": args.dtype,
-              "num_envs": args.num_envs, "updates": args.updates,
-              "rollout_tokens_per_s": med[0], "update_tokens_per_s": med[1],
-              "total_tokens_per_s": med[2]}
+    report = {
+        "model": args.model,
+        "device": str(dev),
+        "dtype": args.dtype,
+        "num_envs": args.num_envs,
+        "updates": args.updates,
+        "rollout_tokens_per_s": med[0],
+        "update_tokens_per_s": med[1],
+        "total_tokens_per_s": med[2],
+    }
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"PPO {args.model} on {dev} ({args.dtype}), B={args.num_envs}, median of "
-              f"{args.updates} updates: rollout {med[0]:.0f} tok/s, update {med[1]:.0f} tok/s, "
-              f"total {med[2]:.0f} tok/s")
+        print(
+            f"PPO {args.model} on {dev} ({args.dtype}), B={args.num_envs}, median of "
+            f"{args.updates} updates: rollout {med[0]:.0f} tok/s, update {med[1]:.0f} tok/s, "
+            f"total {med[2]:.0f} tok/s"
+        )
     return report
 
 

@@ -28,6 +28,7 @@ import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,15 @@ def sync(device: torch.device) -> None:
 
 
 def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
-    envs = gym.make_vec("RLHF-v0", num_envs=B, model=args.model_path, prompts=args.prompts_file,
-                        max_new_tokens=args.new_tokens, device=args.device, dtype=args.dtype)
+    envs = gym.make_vec(
+        "RLHF-v0",
+        num_envs=B,
+        model=args.model_path,
+        prompts=args.prompts_file,
+        max_new_tokens=args.new_tokens,
+        device=args.device,
+        dtype=args.dtype,
+    )
     policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.episodes.pad, seed=0)
     policy.eos = envs.unwrapped.episodes.eos
     envs.unwrapped.set_policy(policy)
@@ -77,14 +85,18 @@ def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
     return B * args.new_tokens / elapsed
 
 
-def left_pad(tok: Any, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    tok: Any, prompts: list[str], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True)
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
 @torch.no_grad()
-def run_bare(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]) -> float:
+def run_bare(
+    args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]
+) -> float:
     dev = args.dev
     ids, mask = left_pad(tok, prompts, dev)
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -93,7 +105,9 @@ def run_bare(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, 
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     caches, logits = [], []
     for m in (policy_model, ref):
-        out = m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        out = m(
+            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
+        )
         caches.append(out["cache"] if "cache" in out else out["past_key_values"])
         logits.append(out.logits[:, -1].float())
     kw = "cache" if "cache" in out else "past_key_values"
@@ -107,8 +121,14 @@ def run_bare(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, 
         mask = torch.cat([mask, torch.ones_like(a)], dim=1)
         pos = mask.sum(1, keepdim=True) - 1
         for j, m in enumerate((policy_model, ref)):
-            out = m(input_ids=a, attention_mask=mask, position_ids=pos, use_cache=True,
-                    logits_to_keep=1, **{kw: caches[j]})
+            out = m(
+                input_ids=a,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+                **{kw: caches[j]},
+            )
             caches[j] = out[kw]
             logits[j] = out.logits[:, -1].float()
     texts = tok.batch_decode(torch.cat(tokens, 1).tolist(), skip_special_tokens=True)
@@ -118,19 +138,29 @@ def run_bare(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, 
 
 
 @torch.no_grad()
-def run_generate(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]) -> float:
+def run_generate(
+    args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: Any, prompts: list[str]
+) -> float:
     dev = args.dev
     ids, mask = left_pad(tok, prompts, dev)
     torch.manual_seed(0)
     sync(dev)
     start = time.perf_counter()
-    seqs = policy_model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0,
-                                 top_p=1.0, temperature=1.0, max_new_tokens=args.new_tokens,
-                                 min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
-    full_mask = torch.cat([mask, torch.ones_like(seqs[:, ids.shape[1]:])], dim=1)
+    seqs = policy_model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        pad_token_id=tok.pad_token_id,
+    )
+    full_mask = torch.cat([mask, torch.ones_like(seqs[:, ids.shape[1] :])], dim=1)
     pos = (full_mask.cumsum(-1) - 1).clamp(min=0)
     ref_logits = ref(input_ids=seqs, attention_mask=full_mask, position_ids=pos).logits
-    resp = seqs[:, ids.shape[1]:]
+    resp = seqs[:, ids.shape[1] :]
     ref_logits[:, ids.shape[1] - 1 : -1].float().log_softmax(-1).gather(2, resp[..., None])
     rm.score(prompts, tok.batch_decode(resp.tolist(), skip_special_tokens=True))
     sync(dev)
@@ -138,7 +168,9 @@ def run_generate(args: Any, B: int, policy_model: Any, ref: Any, tok: Any, rm: A
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="default", help="'default', 'gpt2-small-random' or a path")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--new-tokens", type=int, default=32)
@@ -150,8 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.dev = resolve_device(args.device)
     dt = resolve_dtype(args.dtype, args.dev)
     tmp = tempfile.TemporaryDirectory()
-    args.model_path = {"default": str(DATA_DIR / "lm"),
-                       "gpt2-small-random": None}.get(args.model, args.model)
+    args.model_path = {"default": str(DATA_DIR / "lm"), "gpt2-small-random": None}.get(
+        args.model, args.model
+    )
     if args.model_path is None:
         args.model_path = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
     args.prompts_file = str(DATA_DIR / "prompts" / "sentiment-train.txt")
@@ -164,31 +197,44 @@ def main(argv: list[str] | None = None) -> dict:
     for B in [int(b) for b in args.batch_sizes.split(",")]:
         prompts = [all_prompts[i % len(all_prompts)] for i in range(B)]
         runners = {
-            "env": lambda: run_env(args, B, policy_model, prompts),
-            "bare": lambda: run_bare(args, B, policy_model, ref, tok, rm, prompts),
-            "generate": lambda: run_generate(args, B, policy_model, ref, tok, rm, prompts),
+            "env": partial(run_env, args, B, policy_model, prompts),
+            "bare": partial(run_bare, args, B, policy_model, ref, tok, rm, prompts),
+            "generate": partial(run_generate, args, B, policy_model, ref, tok, rm, prompts),
         }
         times: dict[str, list[float]] = {k: [] for k in runners}
-        for k, fn in runners.items():
+        for fn in runners.values():
             fn()  # warm-up
         for _ in range(args.repeats):  # interleave the methods so drift hits all alike
             for k, fn in runners.items():
                 times[k].append(fn())
         med = {k: statistics.median(v) for k, v in times.items()}
-        results[str(B)] = {**{f"{k}_tokens_per_s": v for k, v in med.items()},
-                           "env_vs_bare": med["env"] / med["bare"],
-                           "env_vs_generate": med["env"] / med["generate"]}
-    report = {"model": args.model, "device": str(args.dev), "dtype": str(dt).replace("torch.", ""),
-              "new_tokens": args.new_tokens, "repeats": args.repeats, "results": results}
+        results[str(B)] = {
+            **{f"{k}_tokens_per_s": v for k, v in med.items()},
+            "env_vs_bare": med["env"] / med["bare"],
+            "env_vs_generate": med["env"] / med["generate"],
+        }
+    report = {
+        "model": args.model,
+        "device": str(args.dev),
+        "dtype": str(dt).replace("torch.", ""),
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "results": results,
+    }
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"model={args.model} device={args.dev} dtype={report['dtype']} "
-              f"new_tokens={args.new_tokens} median of {args.repeats} runs (tokens/s)")
+        print(
+            f"model={args.model} device={args.dev} dtype={report['dtype']} "
+            f"new_tokens={args.new_tokens} median of {args.repeats} runs (tokens/s)"
+        )
         print(f"{'B':>4} {'env':>10} {'bare':>10} {'generate':>10} {'env/bare':>9} {'env/gen':>8}")
         for B, r in results.items():
-            print(f"{B:>4} {r['env_tokens_per_s']:>10.0f} {r['bare_tokens_per_s']:>10.0f} "
-                  f"{r['generate_tokens_per_s']:>10.0f} {r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f}")
+            tps = [r[f"{k}_tokens_per_s"] for k in ("env", "bare", "generate")]
+            print(
+                f"{B:>4} {tps[0]:>10.0f} {tps[1]:>10.0f} {tps[2]:>10.0f} "
+                f"{r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f}"
+            )
     return report
 
 

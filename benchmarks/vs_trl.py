@@ -33,9 +33,15 @@ from rlhf_gym.evaluate import evaluate
 
 
 def run_ours(args: Any) -> tuple[Any, float]:
-    cfg = PPOConfig(total_episodes=args.episodes, num_envs=args.batch,
-                    learning_rate=args.learning_rate, max_new_tokens=args.max_new_tokens,
-                    kl_coef=args.kl_coef, seed=args.seed, device="cpu")
+    cfg = PPOConfig(
+        total_episodes=args.episodes,
+        num_envs=args.batch,
+        learning_rate=args.learning_rate,
+        max_new_tokens=args.max_new_tokens,
+        kl_coef=args.kl_coef,
+        seed=args.seed,
+        device="cpu",
+    )
     start = time.perf_counter()
     agent = PPO(cfg)
     agent.train()
@@ -58,23 +64,37 @@ def run_trl(args: Any, out: Path) -> tuple[Any, float]:
     n_prompts = args.episodes // args.num_generations
     data = Dataset.from_dict({"prompt": [prompts[i % len(prompts)] for i in range(n_prompts)]})
     cfg = RLOOConfig(
-        output_dir=str(out), use_cpu=True, seed=args.seed, report_to="none",
-        per_device_train_batch_size=args.batch, num_generations=args.num_generations,
-        max_steps=args.episodes // args.batch, learning_rate=args.learning_rate,
-        max_completion_length=args.max_new_tokens, beta=args.kl_coef, temperature=1.0,
-        top_k=0, top_p=1.0, disable_dropout=True, save_strategy="no", logging_steps=10**9,
+        output_dir=str(out),
+        use_cpu=True,
+        seed=args.seed,
+        report_to="none",
+        per_device_train_batch_size=args.batch,
+        num_generations=args.num_generations,
+        max_steps=args.episodes // args.batch,
+        learning_rate=args.learning_rate,
+        max_completion_length=args.max_new_tokens,
+        beta=args.kl_coef,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        disable_dropout=True,
+        save_strategy="no",
+        logging_steps=10**9,
         num_iterations=1,
     )
     model = AutoModelForCausalLM.from_pretrained(DATA_DIR / "lm")
     start = time.perf_counter()
-    trainer = RLOOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=data,
-                          processing_class=tok)
+    trainer = RLOOTrainer(
+        model=model, reward_funcs=reward, args=cfg, train_dataset=data, processing_class=tok
+    )
     trainer.train()
     return trainer.model, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--episodes", type=int, default=4096, help="sampled completions per trainer")
     p.add_argument("--batch", type=int, default=64, help="completions per update")
     p.add_argument("--num-generations", type=int, default=4, help="RLOO completions per prompt")
@@ -88,26 +108,48 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(torch.get_num_threads())
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, runner in (("rlhf_gym_ppo", run_ours),
-                             ("trl_rloo", lambda a: run_trl(a, Path(tmp)))):
+        for name, runner in (
+            ("rlhf_gym_ppo", run_ours),
+            ("trl_rloo", lambda a: run_trl(a, Path(tmp))),
+        ):
             policy, wall = runner(args)
-            ev = evaluate("RLHF-v0", policy=policy.float().eval(), episodes=args.eval_episodes,
-                          prompts="sentiment-eval", seed=1, device="cpu").summary()
-            results[name] = {"wall_s": wall, "score": ev["score"]["mean"],
-                             "gold_score": ev["gold_score"]["mean"], "kl": ev["kl"]["mean"]}
+            ev = evaluate(
+                "RLHF-v0",
+                policy=policy.float().eval(),
+                episodes=args.eval_episodes,
+                prompts="sentiment-eval",
+                seed=1,
+                device="cpu",
+            ).summary()
+            results[name] = {
+                "wall_s": wall,
+                "score": ev["score"]["mean"],
+                "gold_score": ev["gold_score"]["mean"],
+                "kl": ev["kl"]["mean"],
+            }
     ours, trl = results["rlhf_gym_ppo"], results["trl_rloo"]
-    report = {"episodes": args.episodes, **results,
-              "score_minus_trl": ours["score"] - trl["score"],
-              "wall_time_ratio": ours["wall_s"] / trl["wall_s"]}
+    report = {
+        "episodes": args.episodes,
+        **results,
+        "score_minus_trl": ours["score"] - trl["score"],
+        "wall_time_ratio": ours["wall_s"] / trl["wall_s"],
+    }
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{args.episodes} episodes each, held-out evaluation on {args.eval_episodes} episodes")
+        print(
+            f"{args.episodes} episodes each, held-out evaluation on {args.eval_episodes} episodes"
+        )
         print(f"{'':14} {'wall s':>8} {'score':>8} {'gold':>8} {'KL':>8}")
         for name, r in results.items():
-            print(f"{name:14} {r['wall_s']:8.1f} {r['score']:+8.3f} {r['gold_score']:+8.3f} {r['kl']:8.3f}")
-        print(f"score (ours − TRL) {report['score_minus_trl']:+.3f}; wall time ours/TRL "
-              f"{report['wall_time_ratio']:.2f}")
+            print(
+                f"{name:14} {r['wall_s']:8.1f} {r['score']:+8.3f} "
+                f"{r['gold_score']:+8.3f} {r['kl']:8.3f}"
+            )
+        print(
+            f"score (ours − TRL) {report['score_minus_trl']:+.3f}; wall time ours/TRL "
+            f"{report['wall_time_ratio']:.2f}"
+        )
     return report
 
 

@@ -29,8 +29,12 @@ class EvalResult:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"episodes": len(self.scores)}
-        for name, values in (("score", self.scores), ("gold_score", self.gold_scores),
-                             ("kl", self.kls), ("response_length", self.lengths)):
+        for name, values in (
+            ("score", self.scores),
+            ("gold_score", self.gold_scores),
+            ("kl", self.kls),
+            ("response_length", self.lengths),
+        ):
             if values:
                 out[name] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
         return out
@@ -61,8 +65,13 @@ def evaluate(
     else:
         if isinstance(policy, str):
             policy = AutoModelForCausalLM.from_pretrained(policy).to(core.reference.device)
-        acting = LMPolicy(policy, num_envs=envs.num_envs, temperature=temperature,
-                          pad_token_id=core.pad, seed=seed)
+        acting = LMPolicy(
+            policy,
+            num_envs=envs.num_envs,
+            temperature=temperature,
+            pad_token_id=core.pad,
+            seed=seed,
+        )
     envs.unwrapped.set_policy(acting)
     result = EvalResult()
     obs, _ = envs.reset(seed=seed)
@@ -77,7 +86,12 @@ def evaluate(
             if "gold_score" in info:
                 result.gold_scores.append(float(info["gold_score"][i]))
             if len(result.samples) < n_samples:
-                result.samples.append((str(info["prompt_text"][i]), str(info["response_text"][i]),
-                                       float(info["score"][i])))
+                result.samples.append(
+                    (
+                        str(info["prompt_text"][i]),
+                        str(info["response_text"][i]),
+                        float(info["score"][i]),
+                    )
+                )
     envs.close()
     return result

@@ -16,8 +16,15 @@ PROMPTS = ["the movie was", "a wonderful film"]
 
 @pytest.fixture
 def kw(tiny_lm_dir, tiny_rm_dir):
-    return dict(model=str(tiny_lm_dir), reward_model=str(tiny_rm_dir), prompts=PROMPTS,
-                gold="none", max_new_tokens=4, max_prompt_tokens=8, device="cpu")
+    return dict(
+        model=str(tiny_lm_dir),
+        reward_model=str(tiny_rm_dir),
+        prompts=PROMPTS,
+        gold="none",
+        max_new_tokens=4,
+        max_prompt_tokens=8,
+        device="cpu",
+    )
 
 
 @pytest.fixture
@@ -116,7 +123,9 @@ def test_prompt_files(kw, tmp_path):
         RLHFEnv(**{**kw, "prompts": str(bad)})
     wrong = tmp_path / "p.jsonl"
     wrong.write_text('{"text": "ok"}\n')
-    with pytest.raises(ValueError, match=r'p.jsonl:1: expected a string or an object with a "prompt"'):
+    with pytest.raises(
+        ValueError, match=r'p.jsonl:1: expected a string or an object with a "prompt"'
+    ):
         RLHFEnv(**{**kw, "prompts": str(wrong)})
     csv = tmp_path / "p.csv"
     csv.write_text("a\n")

@@ -36,8 +36,9 @@ def test_cached_logits_equal_uncached(arch, tiny_lm_dir, tiny_llama_dir):
             seqs[r] = rng.integers(2, V, size=int(rng.integers(1, 9))).tolist()
             lm.start([r], [seqs[r]])
         for r in range(B):
-            torch.testing.assert_close(lm.logits[r], uncached_logits(model, seqs[r]),
-                                       atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                lm.logits[r], uncached_logits(model, seqs[r]), atol=1e-4, rtol=1e-4
+            )
     # the cache never grows past the longest live row plus the gaps of one restart
     assert lm.mask.shape[1] <= 2 * max(len(s) for s in seqs) + 12
 
@@ -51,7 +52,7 @@ def test_sync_follows_observations(tiny_lm_dir):
     for step in range(5):
         mask = np.zeros((2, T), dtype=np.int64)
         for r, s in enumerate(seqs):
-            ids[r, : len(s)], ids[r, len(s):] = s, 1
+            ids[r, : len(s)], ids[r, len(s) :] = s, 1
             mask[r, : len(s)] = 1
         logits = lm.sync(ids, mask)
         for r, s in enumerate(seqs):

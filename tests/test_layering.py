@@ -7,8 +7,18 @@ from pathlib import Path
 
 import rlhf_gym
 
-FORBIDDEN = ("rlhf_gym.agents", "rlhf_gym.cli", "stable_baselines3", "tensorboard",
-             "torch.utils.tensorboard", "click", "typer", "argparse", "tqdm", "rich")
+FORBIDDEN = (
+    "rlhf_gym.agents",
+    "rlhf_gym.cli",
+    "stable_baselines3",
+    "tensorboard",
+    "torch.utils.tensorboard",
+    "click",
+    "typer",
+    "argparse",
+    "tqdm",
+    "rich",
+)
 
 
 def imported_modules(path: Path) -> set[str]:

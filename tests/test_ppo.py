@@ -24,14 +24,20 @@ PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i f
 
 @pytest.fixture
 def tiny_env_kwargs(tiny_lm_dir, tiny_rm_dir):
-    return dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none",
-                max_prompt_tokens=16)
+    return dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none", max_prompt_tokens=16)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_first_minibatch_ratio_is_exactly_one(tiny_lm_dir, tiny_env_kwargs, temperature):
-    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=24,
-                    max_new_tokens=6, temperature=temperature, device="cpu")
+    cfg = PPOConfig(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=24,
+        max_new_tokens=6,
+        temperature=temperature,
+        device="cpu",
+    )
     agent = PPO(cfg, env_kwargs=tiny_env_kwargs)
     mismatch = []
     agent.train(callback=lambda a, s: mismatch.append(s[tags.LOGPROB_MISMATCH]))
@@ -46,6 +52,7 @@ def test_first_minibatch_ratio_is_exactly_one(tiny_lm_dir, tiny_env_kwargs, temp
 
 def toy_objective(agent: PPO, beta: float) -> float:
     """Exact E[score − β·KL] of the agent's policy on the toy, by enumerating prefixes."""
+
     def visit(prefix: tuple[int, ...]) -> float:
         ids = torch.tensor([prefix])
         with torch.no_grad():
@@ -67,8 +74,15 @@ def toy_objective(agent: PPO, beta: float) -> float:
 
 def test_ppo_reaches_the_toy_optimum():
     beta = 0.1
-    cfg = PPOConfig(env_id="RLHFToy-v0", num_envs=64, total_episodes=64 * 40,
-                    learning_rate=1e-3, kl_coef=beta, kl_estimator="full", seed=0)
+    cfg = PPOConfig(
+        env_id="RLHFToy-v0",
+        num_envs=64,
+        total_episodes=64 * 40,
+        learning_rate=1e-3,
+        kl_coef=beta,
+        kl_estimator="full",
+        seed=0,
+    )
     agent = PPO(cfg)
     start = time.perf_counter()
     agent.train()
@@ -81,17 +95,39 @@ def test_ppo_reaches_the_toy_optimum():
 def test_tensorboard_tags_in_a_real_event_file(tmp_path, tiny_lm_dir, tiny_env_kwargs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=16,
-                    max_new_tokens=5, device="cpu", checkpoint_every=1)
-    summary = train("ppo", cfg, logdir=tmp_path, eval_episodes=8, quiet=True,
-                    env_kwargs={**tiny_env_kwargs, "gold": "sentiment"})
+    cfg = PPOConfig(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=16,
+        max_new_tokens=5,
+        device="cpu",
+        checkpoint_every=1,
+    )
+    summary = train(
+        "ppo",
+        cfg,
+        logdir=tmp_path,
+        eval_episodes=8,
+        quiet=True,
+        env_kwargs={**tiny_env_kwargs, "gold": "sentiment"},
+    )
     run = Path(summary["run_dir"])
     assert run.name.startswith("RLHF-v0__ppo__0__")
     acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in (tags.SCORES, tags.KL, tags.RLHF_REWARD, tags.GOLD_SCORES, tags.POLICY_LOSS,
-                tags.VALUE_LOSS, tags.APPROX_KL, tags.CLIPFRAC, tags.STEPS_PER_SECOND):
+    for tag in (
+        tags.SCORES,
+        tags.KL,
+        tags.RLHF_REWARD,
+        tags.GOLD_SCORES,
+        tags.POLICY_LOSS,
+        tags.VALUE_LOSS,
+        tags.APPROX_KL,
+        tags.CLIPFRAC,
+        tags.STEPS_PER_SECOND,
+    ):
         assert tag in scalars, tag
     assert len(acc.Scalars(tags.SCORES)) == 2
     texts = {t.split("/")[0] for t in acc.Tags()["tensors"]}
@@ -137,8 +173,10 @@ def test_bad_checkpoint_paths(tmp_path):
 
 
 def test_checkpoint_from_another_model(tmp_path, tiny_lm_dir, tiny_env_kwargs):
-    tiny = PPO(PPOConfig(model=str(tiny_lm_dir), num_envs=8, total_episodes=8, device="cpu"),
-               env_kwargs=tiny_env_kwargs)
+    tiny = PPO(
+        PPOConfig(model=str(tiny_lm_dir), num_envs=8, total_episodes=8, device="cpu"),
+        env_kwargs=tiny_env_kwargs,
+    )
     saved = checkpoint.save(tmp_path / "run", tiny)
     toy_agent = PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=8))
     with pytest.raises(ValueError, match="from another model"):
@@ -147,11 +185,31 @@ def test_checkpoint_from_another_model(tmp_path, tiny_lm_dir, tiny_env_kwargs):
 
 @pytest.mark.slow
 def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
-    cmd = [sys.executable, "-m", "rlhf_gym.cli", "train", "--env", "RLHFToy-v0",
-           "--total-episodes", "100000", "--num-envs", "16", "--logdir", str(tmp_path),
-           "--checkpoint-every", "0", "--eval-episodes", "16"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlhf_gym.cli",
+        "train",
+        "--env",
+        "RLHFToy-v0",
+        "--total-episodes",
+        "100000",
+        "--num-envs",
+        "16",
+        "--logdir",
+        str(tmp_path),
+        "--checkpoint-every",
+        "0",
+        "--eval-episodes",
+        "16",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.time() + 120
     buf = ""
     while time.time() < deadline and "3/" not in buf:  # wait for a few updates
@@ -168,4 +226,6 @@ def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
 
 def test_metrics_glossary_doc_is_current():
     doc = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-    assert doc.read_text() == tags.glossary_markdown(), "run: python -m rlhf_gym.agents.tags > docs/metrics.md"
+    assert doc.read_text() == tags.glossary_markdown(), (
+        "run: python -m rlhf_gym.agents.tags > docs/metrics.md"
+    )

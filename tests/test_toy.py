@@ -30,7 +30,7 @@ class TablePolicy:
 
 def test_dp_solution_is_consistent():
     sol = toy.solve(kl_coef=0.1)
-    for prefix, pi in sol.policy.items():
+    for pi in sol.policy.values():
         assert pi.sum() == pytest.approx(1.0)
         assert (pi >= 0).all()
     # β → 0 gives the greedy optimum: "good good good" scores 1 from every prompt

@@ -35,7 +35,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
     tok.train_from_iterator(TEXT, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
         pad_token="<|pad|>",
     )
 
@@ -44,15 +46,25 @@ def save_tiny_lm(path: Path, arch: str = "gpt2", seed: int = 0) -> Path:
     """Save a random tiny causal LM and its tokenizer to ``path``; return ``path``."""
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    common = dict(vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-                  bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    common = dict(
+        vocab_size=len(tok),
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     if arch == "gpt2":
         cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=128, **common)
         model = GPT2LMHeadModel(cfg)
     else:
-        cfg = LlamaConfig(num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          hidden_size=32, intermediate_size=64, max_position_embeddings=128,
-                          **common)
+        cfg = LlamaConfig(
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            **common,
+        )
         model = LlamaForCausalLM(cfg)
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -63,8 +75,15 @@ def save_tiny_reward_model(path: Path, num_labels: int = 1, seed: int = 1) -> Pa
     """Save a random tiny sequence classifier (GPT-2 body) and its tokenizer to ``path``."""
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=128, vocab_size=len(tok),
-                     num_labels=num_labels, pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        n_positions=128,
+        vocab_size=len(tok),
+        num_labels=num_labels,
+        pad_token_id=tok.pad_token_id,
+    )
     if num_labels == 2:
         cfg.id2label, cfg.label2id = {0: "NEGATIVE", 1: "POSITIVE"}, {"NEGATIVE": 0, "POSITIVE": 1}
     GPT2ForSequenceClassification(cfg).save_pretrained(path)

@@ -28,9 +28,12 @@ MARKER = "checkpoint.json"
 def fingerprint(model: Any) -> dict[str, Any]:
     """What must match between a checkpoint and the model it is resumed into."""
     cfg = model.config
-    return {"model_type": cfg.model_type, "vocab_size": int(cfg.vocab_size),
-            "hidden_size": int(cfg.hidden_size),
-            "num_layers": int(getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", 0)))}
+    return {
+        "model_type": cfg.model_type,
+        "vocab_size": int(cfg.vocab_size),
+        "hidden_size": int(cfg.hidden_size),
+        "num_layers": int(getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", 0))),
+    }
 
 
 def save(run_dir: Path, agent: Any) -> Path:
@@ -43,8 +46,12 @@ def save(run_dir: Path, agent: Any) -> Path:
     agent.policy.save_pretrained(tmp / "policy")
     agent.core.tokenizer.save_pretrained(tmp / "policy")
     torch.save(agent.state_dict(), tmp / "trainer_state.pt")
-    meta = {"agent": agent.agent_name, "update": agent.update_idx,
-            "episodes": agent.episodes_seen, "fingerprint": fingerprint(agent.policy)}
+    meta = {
+        "agent": agent.agent_name,
+        "update": agent.update_idx,
+        "episodes": agent.episodes_seen,
+        "fingerprint": fingerprint(agent.policy),
+    }
     (tmp / MARKER).write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -84,12 +91,16 @@ def load(path: str | Path, agent: Any) -> Path:
     p = resolve(path)
     meta = json.loads((p / MARKER).read_text())
     if meta["agent"] != agent.agent_name:
-        raise ValueError(f"--resume {path}: the checkpoint is from agent {meta['agent']!r}, "
-                         f"not {agent.agent_name!r}")
+        raise ValueError(
+            f"--resume {path}: the checkpoint is from agent {meta['agent']!r}, "
+            f"not {agent.agent_name!r}"
+        )
     mine = fingerprint(agent.policy)
     if meta["fingerprint"] != mine:
-        raise ValueError(f"--resume {path}: the checkpoint is from another model "
-                         f"({meta['fingerprint']}) than this run's ({mine})")
+        raise ValueError(
+            f"--resume {path}: the checkpoint is from another model "
+            f"({meta['fingerprint']}) than this run's ({mine})"
+        )
     saved = AutoModelForCausalLM.from_pretrained(p / "policy")
     agent.policy.load_state_dict(saved.state_dict())
     agent.load_state_dict(torch.load(p / "trainer_state.pt", weights_only=False))

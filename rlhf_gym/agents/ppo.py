@@ -87,8 +87,10 @@ class PPOConfig:
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.num_envs % self.num_minibatches:
-            raise ValueError(f"num_envs={self.num_envs} must be divisible by "
-                             f"num_minibatches={self.num_minibatches}")
+            raise ValueError(
+                f"num_envs={self.num_envs} must be divisible by "
+                f"num_minibatches={self.num_minibatches}"
+            )
         if self.critic not in ("value_head", "reward_model"):
             raise ValueError(f"critic={self.critic!r} is not one of ['value_head', 'reward_model']")
         if not self.temperature > 0:
@@ -108,8 +110,12 @@ class PPOConfig:
         if self.kl_target > 0:
             kw.update(kl_target=self.kl_target, kl_horizon=self.kl_horizon)
         if gym.spec(self.env_id).entry_point.endswith(":RLHFEnv"):  # the toy fixes these
-            kw.update(model=self.model, max_new_tokens=self.max_new_tokens, device=self.device,
-                      dtype=self.dtype)
+            kw.update(
+                model=self.model,
+                max_new_tokens=self.max_new_tokens,
+                device=self.device,
+                dtype=self.dtype,
+            )
         return kw
 
 
@@ -164,8 +170,13 @@ class PPO:
         self.critic = make_critic(config.critic, self.policy, self.core).to(self.device)
         params = [*self.policy.parameters(), *self.critic.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
-        self.sampler = LMPolicy(self.policy, config.num_envs, config.temperature,
-                                pad_token_id=self.core.pad, seed=config.seed)
+        self.sampler = LMPolicy(
+            self.policy,
+            config.num_envs,
+            config.temperature,
+            pad_token_id=self.core.pad,
+            seed=config.seed,
+        )
         self.envs.unwrapped.set_policy(self.sampler)  # the env reads the logits we sampled from
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
@@ -186,7 +197,9 @@ class PPO:
         while not done.all():
             logits = self.sampler.action_logits(obs)  # (B, V), already / temperature
             actions = self.sampler.act(obs)
-            logp = logits.log_softmax(-1).gather(1, torch.as_tensor(actions, device=logits.device)[:, None])
+            logp = logits.log_softmax(-1).gather(
+                1, torch.as_tensor(actions, device=logits.device)[:, None]
+            )
             obs, reward, term, _, info = self.envs.step(actions)
             for i in np.flatnonzero(~done):
                 acts[i].append(int(actions[i]))
@@ -196,15 +209,19 @@ class PPO:
                     scores[i], kls[i] = info["score"][i], info["kl_sum"][i]
                     if "gold_score" in info:
                         gold[i] = info["gold_score"][i]
-                    texts[i] = (str(info["prompt_text"][i]), str(info["response_text"][i]),
-                                float(scores[i]))
+                    texts[i] = (
+                        str(info["prompt_text"][i]),
+                        str(info["response_text"][i]),
+                        float(scores[i]),
+                    )
             done |= term
         if cfg.missing_eos_penalty:
             for i in range(B):
                 if acts[i][-1] != self.core.eos:
                     rews[i][-1] -= cfg.missing_eos_penalty
-        return self._pad(prompts, acts, logps, rews, scores, kls,
-                         None if np.isnan(gold).all() else gold, texts)
+        return self._pad(
+            prompts, acts, logps, rews, scores, kls, None if np.isnan(gold).all() else gold, texts
+        )
 
     def _pad(self, prompts, acts, logps, rews, scores, kls, gold, texts) -> Rollout:
         B, P, L = len(prompts), max(map(len, prompts)), max(map(len, acts))
@@ -215,10 +232,24 @@ class PPO:
             p, n = len(prompts[i]), len(acts[i])
             ids[i, P - p : P], mask[i, P - p : P] = torch.tensor(prompts[i]), 1
             ids[i, P : P + n], mask[i, P : P + n] = torch.tensor(acts[i]), 1
-            resp_mask[i, :n], logp[i, :n], rew[i, :n] = 1, torch.tensor(logps[i]), torch.tensor(rews[i], dtype=torch.float32)
+            resp_mask[i, :n], logp[i, :n], rew[i, :n] = (
+                1,
+                torch.tensor(logps[i]),
+                torch.tensor(rews[i], dtype=torch.float32),
+            )
         dev = self.device
-        return Rollout(ids.to(dev), mask.to(dev), resp_mask.to(dev), logp.to(dev), rew.to(dev),
-                       scores, kls, gold, texts, float(self.core.scoring.coef))
+        return Rollout(
+            ids.to(dev),
+            mask.to(dev),
+            resp_mask.to(dev),
+            logp.to(dev),
+            rew.to(dev),
+            scores,
+            kls,
+            gold,
+            texts,
+            float(self.core.scoring.coef),
+        )
 
     # ------------------------------------------------------------------ 2. update
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, L: int) -> tuple[torch.Tensor, ...]:
@@ -228,8 +259,12 @@ class PPO:
         token ``t`` (the prompt is left-padded to ``P``, so every response starts at ``P``).
         """
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=pos,
-                          output_hidden_states=self.critic.on_policy)
+        out = self.policy(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            output_hidden_states=self.critic.on_policy,
+        )
         P = ids.shape[1] - L
         logits = out.logits[:, P - 1 : -1].float() / self.cfg.temperature  # (n, L, V)
         logp_all = logits.log_softmax(-1)
@@ -247,7 +282,10 @@ class PPO:
         mb = cfg.minibatch_size
         # Old log-probs and values, minibatched exactly like epoch 0 so that its first
         # minibatch reproduces them bit for bit (ratio exactly 1).
-        old_logp, old_values = torch.zeros(B, L, device=self.device), torch.zeros(B, L, device=self.device)
+        old_logp, old_values = (
+            torch.zeros(B, L, device=self.device),
+            torch.zeros(B, L, device=self.device),
+        )
         with torch.no_grad():
             for k in range(0, B, mb):
                 idx = order[0][k : k + mb].to(self.device)
@@ -256,8 +294,17 @@ class PPO:
             adv, returns = gae(ro.rewards, old_values * m, m, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:
                 adv = whiten(adv, m)
-        stats: dict[str, list[float]] = {k: [] for k in (tags.POLICY_LOSS, tags.VALUE_LOSS,
-                                         tags.APPROX_KL, tags.CLIPFRAC, tags.ENTROPY, tags.RATIO)}
+        stats: dict[str, list[float]] = {
+            k: []
+            for k in (
+                tags.POLICY_LOSS,
+                tags.VALUE_LOSS,
+                tags.APPROX_KL,
+                tags.CLIPFRAC,
+                tags.ENTROPY,
+                tags.RATIO,
+            )
+        }
         skipped, first = 0, None
         for epoch in range(cfg.ppo_epochs):
             for k in range(0, B, mb):
@@ -267,19 +314,28 @@ class PPO:
                 log_ratio = (logp - old_logp[idx]) * mm
                 ratio = log_ratio.exp()
                 a = adv[idx]
-                pg_loss = masked_mean(torch.max(-a * ratio, -a * ratio.clamp(
-                    1 - cfg.clip_range, 1 + cfg.clip_range)), mm)
+                pg_loss = masked_mean(
+                    torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)),
+                    mm,
+                )
                 v_clip = old_values[idx] + (values - old_values[idx]).clamp(
-                    -cfg.clip_range_value, cfg.clip_range_value)
-                vf_loss = 0.5 * masked_mean(torch.max((values - returns[idx]) ** 2,
-                                                      (v_clip - returns[idx]) ** 2), mm)
+                    -cfg.clip_range_value, cfg.clip_range_value
+                )
+                vf_loss = 0.5 * masked_mean(
+                    torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2), mm
+                )
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 with torch.no_grad():
-                    row = {tags.POLICY_LOSS: pg_loss.item(), tags.VALUE_LOSS: vf_loss.item(),
-                           tags.APPROX_KL: masked_mean(0.5 * log_ratio**2, mm).item(),
-                           tags.CLIPFRAC: masked_mean(((ratio - 1).abs() > cfg.clip_range).float(), mm).item(),
-                           tags.ENTROPY: masked_mean(entropy, mm).item(),
-                           tags.RATIO: masked_mean(ratio, mm).item()}
+                    row = {
+                        tags.POLICY_LOSS: pg_loss.item(),
+                        tags.VALUE_LOSS: vf_loss.item(),
+                        tags.APPROX_KL: masked_mean(0.5 * log_ratio**2, mm).item(),
+                        tags.CLIPFRAC: masked_mean(
+                            ((ratio - 1).abs() > cfg.clip_range).float(), mm
+                        ).item(),
+                        tags.ENTROPY: masked_mean(entropy, mm).item(),
+                        tags.RATIO: masked_mean(ratio, mm).item(),
+                    }
                 if first is None:
                     first = dict(row)
                 if not torch.isfinite(loss) or row[tags.RATIO] > cfg.ratio_threshold:
@@ -287,8 +343,9 @@ class PPO:
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_([*self.policy.parameters(), *self.critic.parameters()],
-                                         cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(
+                    [*self.policy.parameters(), *self.critic.parameters()], cfg.max_grad_norm
+                )
                 self.optimizer.step()
                 if epoch == cfg.ppo_epochs - 1:
                     for key, value in row.items():
@@ -318,12 +375,20 @@ class PPO:
                 self.writer.add_scalar(key, value, self.episodes_seen)
             if self.update_idx % 10 == 1 or self.update_idx == self.cfg.num_updates:
                 rows = "\n".join(f"| {p} | {r} | {s:+.2f} |" for p, r, s in ro.texts[:8])
-                self.writer.add_text(tags.SAMPLES, "| prompt | response | score |\n|---|---|---|\n"
-                                     + rows.replace("\n\n", " "), self.episodes_seen)
+                self.writer.add_text(
+                    tags.SAMPLES,
+                    "| prompt | response | score |\n|---|---|---|\n" + rows.replace("\n\n", " "),
+                    self.episodes_seen,
+                )
         return stats
 
-    def train(self, callback: Callable[[PPO, dict[str, float]], None] | None = None) -> dict[str, float]:
-        """Run the remaining updates; ``callback(agent, stats)`` after each. Returns the last stats."""
+    def train(
+        self, callback: Callable[[PPO, dict[str, float]], None] | None = None
+    ) -> dict[str, float]:
+        """Run the remaining updates, calling ``callback(agent, stats)`` after each.
+
+        Returns the last update's stats.
+        """
         if self.writer is not None and self.update_idx == 0:
             table = "\n".join(f"|{k}|{v}|" for k, v in asdict(self.cfg).items())
             self.writer.add_text(tags.HYPERPARAMETERS, "|param|value|\n|-|-|\n" + table)
@@ -374,12 +439,24 @@ def make_policy(core: Any) -> nn.Module:
     """
     model = getattr(core.reference, "model", None)
     if model is not None:
-        return copy.deepcopy(model).float() if model.dtype == torch.float16 else copy.deepcopy(model)
+        return (
+            copy.deepcopy(model).float() if model.dtype == torch.float16 else copy.deepcopy(model)
+        )
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=core.V, n_positions=max(8, core.T), n_layer=1, n_head=2,
-                     n_embd=32, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     eos_token_id=core.eos, bos_token_id=core.eos, pad_token_id=core.pad)
+    cfg = GPT2Config(
+        vocab_size=core.V,
+        n_positions=max(8, core.T),
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        eos_token_id=core.eos,
+        bos_token_id=core.eos,
+        pad_token_id=core.pad,
+    )
     return GPT2LMHeadModel(cfg)
 
 
@@ -392,8 +469,11 @@ class Critic(nn.Module):
         self.on_policy = body is None
 
     def forward(self, ids, mask, pos, policy_hidden):  # noqa: ANN001 - internal
-        h = policy_hidden if self.body is None else self.body(
-            input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        h = (
+            policy_hidden
+            if self.body is None
+            else self.body(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        )
         return self.head(h.float()).reshape(h.shape[:2])
 
 
@@ -402,12 +482,16 @@ def make_critic(kind: str, policy: nn.Module, core: Any) -> Critic:
         return Critic(ValueHead(policy.config.hidden_size), None)
     rm = getattr(core.scoring.reward_model, "model", None)
     if rm is None or not hasattr(rm, "score"):
-        raise ValueError("critic='reward_model' needs a Hugging Face sequence-classifier reward "
-                         "model with a `score` head (the built-in ones qualify)")
+        raise ValueError(
+            "critic='reward_model' needs a Hugging Face sequence-classifier reward "
+            "model with a `score` head (the built-in ones qualify)"
+        )
     if rm.config.vocab_size != core.V:
-        raise ValueError(f"critic='reward_model': the reward model's vocabulary "
-                         f"({rm.config.vocab_size}) differs from the policy's ({core.V}); a "
-                         "token-level critic needs the same tokenizer")
+        raise ValueError(
+            f"critic='reward_model': the reward model's vocabulary "
+            f"({rm.config.vocab_size}) differs from the policy's ({core.V}); a "
+            "token-level critic needs the same tokenizer"
+        )
     rm = copy.deepcopy(rm).float()
     rm.requires_grad_(True)
     return Critic(rm.score, rm.base_model)

@@ -86,7 +86,10 @@ class Episodes:
     ) -> None:
         self.B, self.V = num_rows, vocab_size
         self.reference, self.tokenizer, self.prompts, self.scoring = (
-            reference, tokenizer, prompts, scoring
+            reference,
+            tokenizer,
+            prompts,
+            scoring,
         )
         self.eos, self.pad = eos_token_id, pad_token_id
         self.max_new, self.max_prompt = max_new_tokens, max_prompt_tokens
@@ -169,7 +172,9 @@ class Episodes:
         self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
         self.length[rows] += 1
         self.kl_sum[rows] += kl_np
-        finished = (actions[rows] == self.eos) | (self.length[rows] - self.prompt_len[rows] >= self.max_new)
+        finished = (actions[rows] == self.eos) | (
+            self.length[rows] - self.prompt_len[rows] >= self.max_new
+        )
         done_rows = rows[finished]
         self.live[done_rows] = False
 
@@ -181,15 +186,21 @@ class Episodes:
             rewards[rows] = coef * ref_lp_np
         infos: list[dict] = [{} for _ in range(self.B)]
         for j, r in enumerate(rows):
-            infos[r] = {"kl": float(kl_np[j]), "ref_logprob": float(ref_lp_np[j]),
-                        "kl_coef": coef, "reward_form": self.scoring.reward_form}
+            infos[r] = {
+                "kl": float(kl_np[j]),
+                "ref_logprob": float(ref_lp_np[j]),
+                "kl_coef": coef,
+                "reward_form": self.scoring.reward_form,
+            }
         if done_rows.size:
             self._finish(done_rows, rewards, infos)
             terminated[done_rows] = True
         going = np.zeros(self.B, dtype=bool)
         going[rows[~finished]] = True
         if going.any():
-            self.reference.advance(self.ids[np.arange(self.B), np.maximum(self.length - 1, 0)], going)
+            self.reference.advance(
+                self.ids[np.arange(self.B), np.maximum(self.length - 1, 0)], going
+            )
         return rewards, terminated, infos
 
     def _finish(self, rows: np.ndarray, rewards: np.ndarray, infos: list[dict]) -> None:
@@ -204,9 +215,13 @@ class Episodes:
         for j, r in enumerate(rows):
             rewards[r] += scores[j]
             info = infos[r]
-            info.update(score=float(scores[j]), response_text=responses[j],
-                        prompt_text=prompts[j], kl_sum=float(self.kl_sum[r]),
-                        response_length=int(self.length[r] - self.prompt_len[r]))
+            info.update(
+                score=float(scores[j]),
+                response_text=responses[j],
+                prompt_text=prompts[j],
+                kl_sum=float(self.kl_sum[r]),
+                response_length=int(self.length[r] - self.prompt_len[r]),
+            )
             if self.scoring.gold is not None:
                 info["gold_score"] = float(self.scoring.gold(prompts[j], responses[j]))
             if self.scoring.kl_controller is not None:

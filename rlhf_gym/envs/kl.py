@@ -79,7 +79,9 @@ class AdaptiveKLController:
         if self.target <= 0:
             raise ValueError(f"kl_target must be > 0 nats per sequence, got {self.target}")
         if self.horizon <= 0:
-            raise ValueError(f"kl_horizon must be a positive number of episodes, got {self.horizon}")
+            raise ValueError(
+                f"kl_horizon must be a positive number of episodes, got {self.horizon}"
+            )
 
     def update(self, sequence_kl: float, n_episodes: int = 1) -> float:
         """Move β towards the target after ``n_episodes`` episodes; return the new β."""

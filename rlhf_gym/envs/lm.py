@@ -87,9 +87,9 @@ def resolve_model_path(name_or_path: str, what: str, builtins: dict[str, Path]) 
         if not os.path.isdir(expanded):
             raise ValueError(f"{what}={name_or_path!r} is a file; expected a model directory")
         return expanded
-    looks_local = name_or_path.startswith(("/", "./", "../", "~", ".\\")) or name_or_path.count(
-        "/"
-    ) > 1
+    looks_local = (
+        name_or_path.startswith(("/", "./", "../", "~", ".\\")) or name_or_path.count("/") > 1
+    )
     if looks_local:
         raise FileNotFoundError(f"{what}={name_or_path!r}: no such directory")
     return name_or_path

@@ -61,12 +61,16 @@ class WeightedReward:
             raise ValueError("WeightedReward needs at least one part")
         weights = dict(weights or {k: 1.0 for k in parts})
         if set(weights) != set(parts):
-            raise ValueError(f"weights {sorted(weights)} must name exactly the parts {sorted(parts)}")
+            raise ValueError(
+                f"weights {sorted(weights)} must name exactly the parts {sorted(parts)}"
+            )
         self.parts, self.weights = dict(parts), weights
         self.last_parts: dict[str, np.ndarray] = {}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        self.last_parts = {k: np.asarray(rm.score(prompts, responses)) for k, rm in self.parts.items()}
+        self.last_parts = {
+            k: np.asarray(rm.score(prompts, responses)) for k, rm in self.parts.items()
+        }
         return sum(self.weights[k] * v for k, v in self.last_parts.items())
 
 
@@ -136,8 +140,13 @@ class HFRewardModel:
         device = next(self.model.parameters()).device
         scores = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[i : i + self.batch_size], return_tensors="pt",
-                                 padding=True, truncation=True, max_length=self.max_length)
+            enc = self.tokenizer(
+                texts[i : i + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            )
             logits = self.model(**enc.to(device)).logits  # (n, num_labels)
             scores.append(logits[:, self.label].float().cpu().numpy())
         return np.concatenate(scores)

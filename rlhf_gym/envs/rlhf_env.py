@@ -166,8 +166,9 @@ class RLHFEnv(gym.Env):
         ep = self.episodes
         if not ep.live[0]:
             raise RuntimeError(
-                "step() called before reset()" if ep.length[0] == 0 else
-                "step() called after the episode ended (terminated=True); call reset() first"
+                "step() called before reset()"
+                if ep.length[0] == 0
+                else "step() called after the episode ended (terminated=True); call reset() first"
             )
         actions = ep.check_actions(np.asarray([_as_token(action, ep.V)]), self._row)
         logp = ep.policy_logprobs()
@@ -277,8 +278,10 @@ def make_spaces(ep: Episodes) -> tuple[spaces.Dict, spaces.Discrete]:
 def reference_model(ep: Episodes) -> Any:
     model = getattr(ep.reference, "model", None)
     if model is None:
-        raise AttributeError("this environment's reference is not a neural network (the toy's "
-                             "is a table: see rlhf_gym.envs.toy)")
+        raise AttributeError(
+            "this environment's reference is not a neural network (the toy's "
+            "is a table: see rlhf_gym.envs.toy)"
+        )
     return model
 
 
@@ -326,7 +329,10 @@ def build_episodes(
     """Validate the arguments (documented on :class:`RLHFEnv`) and build the engine."""
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
-    for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
+    for name, value in (
+        ("max_new_tokens", max_new_tokens),
+        ("max_prompt_tokens", max_prompt_tokens),
+    ):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     scoring = Scoring(None, None, kl_coef, kl_estimator, reward_form, None)  # validates early
@@ -353,8 +359,19 @@ def build_episodes(
 
     texts = load_prompts(prompts if prompts is not None else defaults["prompts"])
     encoded = [_encode_prompt(t, tokenizer, max_prompt_tokens) for t in texts]
-    return Episodes(num_rows, reference, tokenizer, encoded, scoring, vocab, eos, pad,
-                    int(max_new_tokens), int(max_prompt_tokens), check_policy(policy))
+    return Episodes(
+        num_rows,
+        reference,
+        tokenizer,
+        encoded,
+        scoring,
+        vocab,
+        eos,
+        pad,
+        int(max_new_tokens),
+        int(max_prompt_tokens),
+        check_policy(policy),
+    )
 
 
 def _load_policy_model(model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> tuple:
@@ -411,7 +428,9 @@ def _check_context(model: Any, needed: int) -> None:
 def _encode_prompt(text: str, tokenizer: Any, max_tokens: int) -> Prompt:
     ids = list(tokenizer(text)["input_ids"])
     if not ids:  # an empty prompt: the model still needs one token to condition on
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        start = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
         ids = [start]
     truncated = len(ids) > max_tokens
     ids = ids[-max_tokens:]

@@ -147,13 +147,23 @@ def toy_tokenizer() -> Any:
 def _toy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     from rlhf_gym.envs.rewards import FunctionReward
 
-    fixed = dict(model=ToyReference(), tokenizer=toy_tokenizer(), reward_model=FunctionReward(score),
-                 prompts=list(PROMPTS), gold="none", max_new_tokens=MAX_NEW_TOKENS,
-                 max_prompt_tokens=1, device="cpu", dtype="float32")
+    fixed = dict(
+        model=ToyReference(),
+        tokenizer=toy_tokenizer(),
+        reward_model=FunctionReward(score),
+        prompts=list(PROMPTS),
+        gold="none",
+        max_new_tokens=MAX_NEW_TOKENS,
+        max_prompt_tokens=1,
+        device="cpu",
+        dtype="float32",
+    )
     clash = sorted(set(kwargs) & set(fixed))
     if clash:
-        raise ValueError(f"RLHFToy-v0 fixes {clash}; it accepts kl_coef, kl_estimator, "
-                         "reward_form, kl_target, kl_horizon and policy")
+        raise ValueError(
+            f"RLHFToy-v0 fixes {clash}; it accepts kl_coef, kl_estimator, "
+            "reward_form, kl_target, kl_horizon and policy"
+        )
     return {"kl_coef": 0.1, **kwargs, **fixed}
 
 
