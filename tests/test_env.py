@@ -234,3 +234,26 @@ def test_adaptive_kl_changes_coefficient(kw):
             obs, _, done, _, info = env.step(policy.act(obs))
         coefs.append(info["kl_coef"])
     assert coefs[0] < coefs[1] < coefs[2]  # KL above target: β grows
+
+
+def test_reset_options_pick_the_prompt(kw):
+    kw = {**kw, "max_prompt_tokens": 32}  # no truncation: prompt_text is the prompt as given
+    env = RLHFEnv(**kw)
+    for k in range(len(PROMPTS)):
+        _, info = env.reset(seed=0, options={"prompt_index": k})
+        assert info["prompt_text"] == PROMPTS[k]
+    venv = RLHFVectorEnv(num_envs=3, **kw)
+    _, info = venv.reset(seed=0, options={"prompt_index": [3, 1, 1]})
+    assert list(info["prompt_text"]) == [PROMPTS[3], PROMPTS[1], PROMPTS[1]]
+    with pytest.raises(ValueError, match=r"prompt_index'\] must give 3 integer"):
+        venv.reset(options={"prompt_index": [0, 9, 1]})
+
+
+def test_vector_reset_without_seed_continues_the_stream(kw):
+    a, b = RLHFVectorEnv(num_envs=2, **kw), RLHFVectorEnv(num_envs=2, **kw)
+    a.reset(seed=5)
+    b.reset(seed=5)
+    for _ in range(4):
+        _, ia = a.reset()
+        _, ib = b.reset()
+        assert list(ia["prompt_text"]) == list(ib["prompt_text"])

@@ -105,11 +105,32 @@ class Episodes:
         self._warned_no_policy = False
 
     # ------------------------------------------------------------------ reset
-    def reset_rows(self, rows: Sequence[int], rngs: Sequence[np.random.Generator]) -> list[dict]:
-        """Start a new episode in each of ``rows``, drawing its prompt with its own rng."""
+    def reset_rows(
+        self,
+        rows: Sequence[int],
+        rngs: Sequence[np.random.Generator],
+        prompt_index: Sequence[int] | None = None,
+    ) -> list[dict]:
+        """Start a new episode in each of ``rows``, drawing its prompt with its own rng.
+
+        ``prompt_index`` (one per row) picks the prompts instead; the rngs are drawn from all
+        the same, so the random stream does not depend on it.
+        """
+        if prompt_index is not None:
+            prompt_index = list(prompt_index)
+            if len(prompt_index) != len(rows) or not all(
+                isinstance(k, (int, np.integer)) and 0 <= k < len(self.prompts)
+                for k in prompt_index
+            ):
+                raise ValueError(
+                    f"options['prompt_index'] must give {len(rows)} integer(s) in "
+                    f"[0, {len(self.prompts)}); got {prompt_index!r}"
+                )
         infos = []
-        for r, rng in zip(rows, rngs, strict=True):
+        for j, (r, rng) in enumerate(zip(rows, rngs, strict=True)):
             k = int(rng.integers(len(self.prompts)))
+            if prompt_index is not None:
+                k = int(prompt_index[j])
             p = self.prompts[k]
             n = len(p.ids)
             self.ids[r], self.mask[r] = self.pad, 0

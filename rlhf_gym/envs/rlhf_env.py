@@ -81,7 +81,9 @@ class RLHFEnv(gym.Env):
     ``prompt_text`` and ``prompt_truncated``.
 
     ## Starting State
-    A prompt drawn uniformly from ``prompts`` with ``self.np_random``. A prompt longer than
+    A prompt drawn uniformly from ``prompts`` with ``self.np_random``, or the one that
+    ``reset(options={"prompt_index": k})`` names (a sequence of ``B`` indices for the vector
+    environment; evaluation uses this to visit every held-out prompt). A prompt longer than
     ``max_prompt_tokens`` tokens keeps its last ``max_prompt_tokens`` tokens (left truncation,
     so the text next to the response survives) and ``info["prompt_truncated"]`` is ``True``.
 
@@ -159,7 +161,8 @@ class RLHFEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        (info,) = self.episodes.reset_rows([0], [self.np_random])
+        index = _prompt_index(options, 1)
+        (info,) = self.episodes.reset_rows([0], [self.np_random], index)
         return self.episodes.observation(0), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
@@ -220,16 +223,20 @@ class RLHFVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if seed is None or isinstance(seed, (int, np.integer)):
+        if seed is None and self._rngs:
+            pass  # like gym.Env.reset: no seed continues each sub-environment's random stream
+        elif seed is None or isinstance(seed, (int, np.integer)):
             seeds = [None if seed is None else int(seed) + i for i in range(self.num_envs)]
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
         else:
             seeds = list(seed)
             if len(seeds) != self.num_envs:
                 raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs")
-        self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
-        infos = self.episodes.reset_rows(list(self._all), self._rngs)
+        index = _prompt_index(options, self.num_envs)
+        infos = self.episodes.reset_rows(list(self._all), self._rngs, index)
         self._needs_reset[:] = False
         return self.episodes.observation(), self._merge(infos, self._all)
 
@@ -273,6 +280,14 @@ def make_spaces(ep: Episodes) -> tuple[spaces.Dict, spaces.Discrete]:
         }
     )
     return obs, spaces.Discrete(ep.V)
+
+
+def _prompt_index(options: dict[str, Any] | None, n: int) -> list[int] | None:
+    """``options={"prompt_index": k}`` (one env) or a sequence of ``n`` indices (vector env)."""
+    if not options or "prompt_index" not in options:
+        return None
+    index = options["prompt_index"]
+    return [index] if np.ndim(index) == 0 and n == 1 else list(np.atleast_1d(index))
 
 
 def reference_model(ep: Episodes) -> Any:
