@@ -57,6 +57,47 @@ class Scoring:
         return self.kl_controller.value if self.kl_controller else float(self.kl_coef)
 
 
+class Info:
+    """The ``info`` of ``B`` rows in Gymnasium's vector layout: one array per key, and a mask
+    ``"_key"`` of the rows that have it. :meth:`row` gives one row as a plain dict."""
+
+    def __init__(self, num_rows: int) -> None:
+        self.n = num_rows
+        self.values: dict[str, np.ndarray] = {}
+        self.masks: dict[str, np.ndarray] = {}
+
+    def put(self, key: str, rows: np.ndarray, values: Any) -> None:
+        """Set ``key`` for ``rows`` (``values``: one per row, or one for all)."""
+        if key not in self.values:
+            text = isinstance(values, str) or (
+                not np.isscalar(values) and len(values) and isinstance(values[0], str)
+            )
+            dtype = object if text else np.asarray(values).dtype
+            self.values[key] = np.zeros(self.n, dtype) if not text else np.full(self.n, None, object)
+            self.masks[key] = np.zeros(self.n, dtype=bool)
+        self.values[key][rows] = values
+        self.masks[key][rows] = True
+
+    def merge(self, other: Info) -> Info:
+        for key, mask in other.masks.items():
+            rows = np.flatnonzero(mask)
+            self.put(key, rows, other.values[key][rows])
+        return self
+
+    def vector(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, values in self.values.items():
+            out[key], out[f"_{key}"] = values, self.masks[key]
+        return out
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {
+            key: (v[i].item() if isinstance(v[i], np.generic) else v[i])
+            for key, v in self.values.items()
+            if self.masks[key][i]
+        }
+
+
 class Episodes:
     """``B`` RLHF episodes, advanced together (see the environment docstring for semantics).
 
@@ -110,7 +151,7 @@ class Episodes:
         rows: Sequence[int],
         rngs: Sequence[np.random.Generator],
         prompt_index: Sequence[int] | None = None,
-    ) -> list[dict]:
+    ) -> Info:
         """Start a new episode in each of ``rows``, drawing its prompt with its own rng.
 
         ``prompt_index`` (one per row) picks the prompts instead; the rngs are drawn from all
@@ -126,7 +167,6 @@ class Episodes:
                     f"options['prompt_index'] must give {len(rows)} integer(s) in "
                     f"[0, {len(self.prompts)}); got {prompt_index!r}"
                 )
-        infos = []
         for j, (r, rng) in enumerate(zip(rows, rngs, strict=True)):
             k = int(rng.integers(len(self.prompts)))
             if prompt_index is not None:
@@ -137,9 +177,12 @@ class Episodes:
             self.ids[r, :n], self.mask[r, :n] = p.ids, 1
             self.prompt_of[r], self.prompt_len[r], self.length[r] = k, n, n
             self.kl_sum[r], self.live[r] = 0.0, True
-            infos.append({"prompt_text": p.text, "prompt_truncated": p.truncated})
         self.reference.start(list(rows), [self.prompts[self.prompt_of[r]].ids for r in rows])
-        return infos
+        info, rows = Info(self.B), np.asarray(rows)
+        chosen = [self.prompts[k] for k in self.prompt_of[rows]]
+        info.put("prompt_text", rows, [p.text for p in chosen])
+        info.put("prompt_truncated", rows, np.array([p.truncated for p in chosen]))
+        return info
 
     def observation(self, row: int | None = None) -> dict[str, np.ndarray]:
         """Copies of the ``(B, T)`` arrays, or of one row's ``(T,)`` arrays."""
@@ -172,8 +215,8 @@ class Episodes:
 
     def step_rows(
         self, rows: np.ndarray, actions: np.ndarray, policy_logp: torch.Tensor | None
-    ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Apply ``actions[rows]``; return rewards and terminations ``(B,)`` and infos per row.
+    ) -> tuple[np.ndarray, np.ndarray, Info]:
+        """Apply ``actions[rows]``; return rewards and terminations ``(B,)`` and the info.
 
         Rows outside ``rows`` get reward 0 and ``terminated=False``.
         """
@@ -205,16 +248,13 @@ class Episodes:
             rewards[rows] = 0.0 - coef * kl_np  # 0.0 - … avoids printing -0.0
         else:
             rewards[rows] = coef * ref_lp_np
-        infos: list[dict] = [{} for _ in range(self.B)]
-        for j, r in enumerate(rows):
-            infos[r] = {
-                "kl": float(kl_np[j]),
-                "ref_logprob": float(ref_lp_np[j]),
-                "kl_coef": coef,
-                "reward_form": self.scoring.reward_form,
-            }
+        info = Info(self.B)
+        info.put("kl", rows, kl_np)
+        info.put("ref_logprob", rows, ref_lp_np)
+        info.put("kl_coef", rows, np.full(len(rows), coef))
+        info.put("reward_form", rows, self.scoring.reward_form)
         if done_rows.size:
-            self._finish(done_rows, rewards, infos)
+            self._finish(done_rows, rewards, info)
             terminated[done_rows] = True
         going = np.zeros(self.B, dtype=bool)
         going[rows[~finished]] = True
@@ -222,9 +262,9 @@ class Episodes:
             self.reference.advance(
                 self.ids[np.arange(self.B), np.maximum(self.length - 1, 0)], going
             )
-        return rewards, terminated, infos
+        return rewards, terminated, info
 
-    def _finish(self, rows: np.ndarray, rewards: np.ndarray, infos: list[dict]) -> None:
+    def _finish(self, rows: np.ndarray, rewards: np.ndarray, info: Info) -> None:
         """Score the finished rows (one batched reward-model call) and update the KL control."""
         prompts = [self.prompts[self.prompt_of[r]].text for r in rows]
         responses = [self.response_text(r) for r in rows]
@@ -233,19 +273,17 @@ class Episodes:
             raise ValueError(
                 f"the reward model returned shape {scores.shape} for {len(rows)} responses"
             )
-        for j, r in enumerate(rows):
-            rewards[r] += scores[j]
-            info = infos[r]
-            info.update(
-                score=float(scores[j]),
-                response_text=responses[j],
-                prompt_text=prompts[j],
-                kl_sum=float(self.kl_sum[r]),
-                response_length=int(self.length[r] - self.prompt_len[r]),
-            )
-            if self.scoring.gold is not None:
-                info["gold_score"] = float(self.scoring.gold(prompts[j], responses[j]))
-            if self.scoring.kl_controller is not None:
+        rewards[rows] += scores
+        info.put("score", rows, scores)
+        info.put("response_text", rows, responses)
+        info.put("prompt_text", rows, prompts)
+        info.put("kl_sum", rows, self.kl_sum[rows])
+        info.put("response_length", rows, self.length[rows] - self.prompt_len[rows])
+        if self.scoring.gold is not None:
+            gold = [float(self.scoring.gold(p, r)) for p, r in zip(prompts, responses, strict=True)]
+            info.put("gold_score", rows, np.array(gold))
+        if self.scoring.kl_controller is not None:
+            for r in rows:
                 self.scoring.kl_controller.update(float(self.kl_sum[r]))
 
     def response_text(self, row: int) -> str:

@@ -13,7 +13,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlhf_gym.envs.core import Episodes, Prompt, Scoring
+from rlhf_gym.envs.core import Episodes, Info, Prompt, Scoring
 from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.envs.kl import AdaptiveKLController
 from rlhf_gym.envs.lm import (
@@ -162,8 +162,8 @@ class RLHFEnv(gym.Env):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         index = _prompt_index(options, 1)
-        (info,) = self.episodes.reset_rows([0], [self.np_random], index)
-        return self.episodes.observation(0), info
+        info = self.episodes.reset_rows([0], [self.np_random], index)
+        return self.episodes.observation(0), info.row(0)
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         ep = self.episodes
@@ -175,8 +175,8 @@ class RLHFEnv(gym.Env):
             )
         actions = ep.check_actions(np.asarray([_as_token(action, ep.V)]), self._row)
         logp = ep.policy_logprobs()
-        rewards, terminated, infos = ep.step_rows(self._row, actions, logp)
-        return ep.observation(0), float(rewards[0]), bool(terminated[0]), False, infos[0]
+        rewards, terminated, info = ep.step_rows(self._row, actions, logp)
+        return ep.observation(0), float(rewards[0]), bool(terminated[0]), False, info.row(0)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -236,9 +236,9 @@ class RLHFVectorEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
         index = _prompt_index(options, self.num_envs)
-        infos = self.episodes.reset_rows(list(self._all), self._rngs, index)
+        info = self.episodes.reset_rows(list(self._all), self._rngs, index)
         self._needs_reset[:] = False
-        return self.episodes.observation(), self._merge(infos, self._all)
+        return self.episodes.observation(), info.vector()
 
     def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
         ep = self.episodes
@@ -248,27 +248,17 @@ class RLHFVectorEnv(VectorEnv):
         resetting = self._all[self._needs_reset]
         actions = ep.check_actions(actions, going)
         logp = ep.policy_logprobs() if going.size else None
-        infos: list[dict] = [{} for _ in range(self.num_envs)]
+        info = Info(self.num_envs)
         rewards = np.zeros(self.num_envs)
         terminated = np.zeros(self.num_envs, dtype=bool)
         if resetting.size:
-            reset_infos = ep.reset_rows(list(resetting), [self._rngs[i] for i in resetting])
-            for i, info in zip(resetting, reset_infos, strict=True):
-                infos[i] = info
+            info.merge(ep.reset_rows(list(resetting), [self._rngs[i] for i in resetting]))
         if going.size:
-            rewards, terminated, step_infos = ep.step_rows(going, actions, logp)
-            for i in going:
-                infos[i] = step_infos[i]
+            rewards, terminated, step_info = ep.step_rows(going, actions, logp)
+            info.merge(step_info)
         self._needs_reset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
-        return ep.observation(), rewards, terminated, truncated, self._merge(infos, self._all)
-
-    def _merge(self, infos: list[dict], rows: np.ndarray) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for i in rows:
-            if infos[i]:
-                merged = self._add_info(merged, infos[i], int(i))
-        return merged
+        return ep.observation(), rewards, terminated, truncated, info.vector()
 
 
 # ---------------------------------------------------------------------- construction helpers

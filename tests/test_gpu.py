@@ -1,0 +1,65 @@
+"""GPU checks (skipped without CUDA): the cached reference, the vector env and PPO on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlhf_gym.agents import tags
+from rlhf_gym.agents.ppo import PPO, PPOConfig
+from rlhf_gym.envs.lm import IncrementalLM
+from rlhf_gym.envs.rlhf_env import RLHFEnv, RLHFVectorEnv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+PROMPTS = ["the movie was", "i did not like", "a wonderful film"]
+
+
+@pytest.fixture
+def kw(tiny_lm_dir, tiny_rm_dir):
+    return dict(model=str(tiny_lm_dir), reward_model=str(tiny_rm_dir), prompts=PROMPTS,
+                gold="none", max_new_tokens=6, max_prompt_tokens=8, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cached_logits_on_cuda(tiny_lm_dir, dtype):
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).to("cuda", dtype).eval()
+    lm = IncrementalLM(model, 2, pad_token_id=1)
+    seqs = [[5, 6, 7], [8]]
+    lm.start([0, 1], seqs)
+    for step in range(6):
+        lm.advance(np.array([9 + step, 20 + step]), np.array([True, step % 2 == 0]))
+        seqs[0].append(9 + step)
+        if step % 2 == 0:
+            seqs[1].append(20 + step)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for r, s in enumerate(seqs):
+        with torch.no_grad():
+            ref = model(input_ids=torch.tensor([s], device="cuda")).logits[0, -1].float()
+        torch.testing.assert_close(lm.logits[r], ref, atol=tol, rtol=tol)
+
+
+def test_vector_env_equals_single_envs_on_cuda(kw):
+    venv = RLHFVectorEnv(num_envs=2, **kw)
+    singles = [RLHFEnv(**kw) for _ in range(2)]
+    vobs, _ = venv.reset(seed=4)
+    for i, s in enumerate(singles):
+        s.reset(seed=4 + i)
+    for t in range(5):
+        actions = np.array([7 + t, 11 + t])
+        vobs, vr, *_ = venv.step(actions)
+        for i, s in enumerate(singles):
+            obs, r, *_ = s.step(int(actions[i]))
+            np.testing.assert_array_equal(vobs["input_ids"][i], obs["input_ids"])
+            assert vr[i] == pytest.approx(r, abs=1e-4)
+
+
+def test_ppo_first_minibatch_on_cuda(tiny_lm_dir, tiny_rm_dir):
+    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=16,
+                    max_new_tokens=6, device="cuda")
+    agent = PPO(cfg, env_kwargs=dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS,
+                                     gold="none"))
+    stats = agent.train()
+    assert agent.first_minibatch[tags.RATIO] == pytest.approx(1.0, abs=1e-6)
+    assert stats[tags.LOGPROB_MISMATCH] < 1e-3
