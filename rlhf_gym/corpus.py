@@ -51,6 +51,13 @@ def _article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
+def _plural(noun: str) -> str:
+    """English plural of the nouns used here ("comedy" -> "comedies", "war film" -> "war films")."""
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
 def _sentence(text: str, end: str = ".") -> str:
     """Capitalises the first letter, squeezes spaces and adds the final punctuation."""
     text = re.sub(r"\s+", " ", text).strip()
@@ -126,7 +133,7 @@ MILD_NEGATIVE = ("a bit", "a little", "somewhat", "rather", "quite", "kind of", 
 LIKE_VERBS = {
     2: ("loved", "adored", "really enjoyed", "truly loved"),
     1: ("liked", "enjoyed", "appreciated", "admired"),
-    -1: ("disliked", "did not enjoy", "did not like", "was bored by"),
+    -1: ("disliked", "did not enjoy", "did not like", "got bored with"),
     -2: ("hated", "could not stand", "really hated", "regretted watching"),
 }
 WHEN = (
@@ -226,7 +233,7 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
             lambda: _adjective_phrase(rng, 2),
             lambda: f"{_adjective_phrase(rng, 2)} from start to finish",
             lambda: (
-                f"one of the best {film}s I have seen {_pick(rng, TIMEFRAMES)}"
+                f"one of the best {_plural(film)} I have seen {_pick(rng, TIMEFRAMES)}"
                 if film_subject
                 else _adjective_phrase(rng, 2)
             ),
@@ -257,7 +264,7 @@ def _predicate(rng: random.Random, level: int, film_subject: bool = False) -> st
         -2: (
             lambda: _adjective_phrase(rng, -2),
             lambda: (
-                f"one of the worst {film}s I have ever seen"
+                f"one of the worst {_plural(film)} I have ever seen"
                 if film_subject
                 else _adjective_phrase(rng, -2)
             ),
@@ -426,7 +433,7 @@ def sentiment_review(rng: random.Random) -> str:
     """
     level = rng.choice((-2, -1, 0, 1, 2))
     # One to three sentences; three are rarer so that most reviews end within ~32 tokens.
-    n_sentences = rng.choices((1, 2, 3), weights=(0.35, 0.45, 0.2))[0]
+    n_sentences = rng.choices((1, 2, 3), weights=(0.4, 0.45, 0.15))[0]
     sentences = [_opening_sentence(rng, level)]
     for _ in range(n_sentences - 1):
         # A review mostly keeps its tone; now and then a sentence is a notch milder.
@@ -463,20 +470,20 @@ PEOPLE = (
     "landlord", "cousin", "friend", "partner", "teacher", "uncle",
 )  # fmt: skip
 ANNOYING = ("annoying", "rude", "lazy", "noisy", "bossy", "messy", "loud", "nosy", "grumpy")
-# (how the asker says it, how a reply says it back)
+# (how the asker says it of one person, of "they", how a reply says it back)
 HABITS = (
-    ("keeps taking my food", "taking your food"),
-    ("keeps borrowing money", "borrowing money"),
-    ("keeps interrupting me", "interrupting you"),
-    ("plays loud music at night", "the loud music"),
-    ("ignores my messages", "ignoring your messages"),
-    ("makes fun of me", "making fun of you"),
-    ("is always late", "being late"),
-    ("talks during movies", "talking during movies"),
-    ("leaves dishes in the sink", "the dirty dishes"),
-    ("reads my messages", "reading your messages"),
-    ("takes credit for my work", "taking credit for your work"),
-    ("never cleans up", "the mess"),
+    ("keeps taking my food", "keep taking my food", "taking your food"),
+    ("keeps borrowing money", "keep borrowing money", "borrowing money"),
+    ("keeps interrupting me", "keep interrupting me", "interrupting you"),
+    ("plays loud music at night", "play loud music at night", "the loud music"),
+    ("ignores my messages", "ignore my messages", "ignoring your messages"),
+    ("makes fun of me", "make fun of me", "making fun of you"),
+    ("is always late", "are always late", "being late"),
+    ("talks during movies", "talk during movies", "talking during movies"),
+    ("leaves dishes in the sink", "leave dishes in the sink", "the dirty dishes"),
+    ("reads my messages", "read my messages", "reading your messages"),
+    ("takes credit for my work", "take credit for my work", "taking credit for your work"),
+    ("never cleans up", "never clean up", "the mess"),
 )
 COMPLAINTS = (
     "I am upset", "they hurt my feelings", "I need some space", "they owe me money",
@@ -568,12 +575,12 @@ class Request:
 
 def _conflict_request(rng: random.Random) -> Request:
     person, annoying = _pick(rng, PEOPLE), _pick(rng, ANNOYING)
-    habit_q, habit_a = HABITS[rng.randrange(len(HABITS))]
+    habit_q, habit_they, habit_a = HABITS[rng.randrange(len(HABITS))]
     options = (
         (f"What should I say to my {annoying} {person}?", ""),
         (f"My {person} {habit_q}. What should I do?", habit_a),
         (f"How do I tell my {person} that {_pick(rng, COMPLAINTS)}?", ""),
-        (f"Should I yell at my {person}? They {habit_q.replace('keeps', 'keep')}.", habit_a),
+        (f"Should I yell at my {person}? They {habit_they}.", habit_a),
         (f"Why is my {person} so {annoying}?", ""),
         (f"How should I deal with my {annoying} {person}?", ""),
     )

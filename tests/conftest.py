@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+import torch  # noqa: E402
+
+# The test models are tiny: one thread is faster than two, and far faster on a busy machine
+# (OpenMP threads spin-waiting on a core another process holds).
+torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import save_tiny_lm, save_tiny_reward_model  # noqa: E402

@@ -121,3 +121,9 @@ def test_shipped_default_loads_and_writes_text() -> None:
     assert response.startswith(" ") and any(c.isalpha() for c in response)
     metrics = json.loads((out / "BUILD.json").read_text(encoding="utf-8"))
     assert metrics["mini"] is False
+    # The quality bar the shipped models were built to: a useful proxy, a mostly ending LM.
+    sentiment = metrics["reward_models"]["sentiment"]
+    assert sentiment["heldout_pairwise_accuracy_vs_gold"] > 0.75
+    assert sentiment["lm_samples"]["eos_fraction"] > 0.75
+    assert sentiment["lm_samples"]["gold_positive_fraction"] > 0.2
+    assert sentiment["lm_samples"]["gold_negative_fraction"] > 0.2
