@@ -29,8 +29,15 @@ import gymnasium as gym
 
 from rlhf_gym.agents import checkpoint, tags
 from rlhf_gym.agents.ppo import PPO, PPOConfig
+from rlhf_gym.agents.soft_q import SoftQ, SoftQConfig
 
-AGENTS: dict[str, tuple[type, type]] = {"ppo": (PPO, PPOConfig)}
+AGENTS: dict[str, tuple[type, type]] = {"ppo": (PPO, PPOConfig), "qlearning": (SoftQ, SoftQConfig)}
+try:  # Stable-Baselines3 is optional: pip install 'rlhf-gym[sb3]'
+    from rlhf_gym.agents.sb3 import SB3DQN, SB3PPO, SB3DQNConfig, SB3PPOConfig
+
+    AGENTS.update({"sb3-ppo": (SB3PPO, SB3PPOConfig), "sb3-dqn": (SB3DQN, SB3DQNConfig)})
+except ImportError:  # pragma: no cover - depends on the install
+    pass
 
 
 class Progress:

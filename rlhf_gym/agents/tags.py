@@ -2,7 +2,8 @@
 
 The names follow TRL where a TRL name exists (``objective/scores``, ``objective/kl``,
 ``objective/rlhf_reward``), so curves can be compared side by side. A test asserts that every
-tag the PPO agent promises really appears in an event file.
+tag the PPO agent promises really appears in an event file (the soft-Q agent's tests do the
+same for its tags).
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ STEPS_PER_SECOND = "charts/steps_per_second"
 EPISODES = "charts/episodes"
 SKIPPED = "charts/skipped_minibatches"
 SAMPLES = "samples/completions"
+TD_LOSS = "losses/td_loss"
+Q_VALUES = "losses/q_values"
+BELLMAN_RESIDUAL = "losses/bellman_residual"
+EPSILON = "charts/epsilon"
+TEMPERATURE = "charts/temperature"
+BUFFER_EPISODES = "charts/buffer_episodes"
+SB3_LOSS = "sb3/loss"
+SB3_POLICY_LOSS = "sb3/policy_gradient_loss"
+SB3_VALUE_LOSS = "sb3/value_loss"
+SB3_APPROX_KL = "sb3/approx_kl"
+SB3_CLIP_FRACTION = "sb3/clip_fraction"
+SB3_ENTROPY_LOSS = "sb3/entropy_loss"
 HYPERPARAMETERS = "hyperparameters"
 
 GLOSSARY: dict[str, str] = {
@@ -48,6 +61,24 @@ GLOSSARY: dict[str, str] = {
     EPISODES: "episodes (responses) seen so far",
     SKIPPED: "minibatches skipped by the ratio threshold or the NaN guard in this update",
     SAMPLES: "a table of sample prompts, responses and scores (text)",
+    TD_LOSS: "Q-learning: mean ½·(Q(s, a) − target)² over the replayed tokens of the last "
+    "gradient steps, in score units (soft λ-return target for the soft-Q agent)",
+    Q_VALUES: "Q-learning: mean Q(s, a) − β·log π_ref(a|s) of the replayed tokens, i.e. the "
+    "learned score-to-go (near the mean score when the Q-function is calibrated)",
+    BELLMAN_RESIDUAL: "Q-learning on the toy: root-mean-square exact soft Bellman residual "
+    "Q − (r + V(s')) over every (prefix, token) pair; 0 at the optimum",
+    EPSILON: "Q-learning: probability that the behaviour policy picks a uniformly random token",
+    TEMPERATURE: "soft Q-learning: Boltzmann temperature of the behaviour policy over Q, in score "
+    "units (β·temperature/β_gen; the soft-Q temperature β when both are 1)",
+    BUFFER_EPISODES: "Q-learning: episodes held in the replay buffer",
+    SB3_LOSS: "SB3 agents: SB3's train/loss as last logged (PPO: total loss of the last "
+    "minibatch; DQN: Huber TD loss)",
+    SB3_POLICY_LOSS: "sb3-ppo: SB3's clipped surrogate loss, mean over all epochs of the last "
+    "SB3 update",
+    SB3_VALUE_LOSS: "sb3-ppo: SB3's (unclipped) mean squared value error of the last SB3 update",
+    SB3_APPROX_KL: "sb3-ppo: SB3's approx_kl, mean of (r − 1) − log r (k3) of the last SB3 update",
+    SB3_CLIP_FRACTION: "sb3-ppo: fraction of states whose ratio was clipped in the last SB3 update",
+    SB3_ENTROPY_LOSS: "sb3-ppo: SB3's entropy loss (minus the mean policy entropy)",
     HYPERPARAMETERS: "the agent's configuration (text)",
 }
 

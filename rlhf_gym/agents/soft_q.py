@@ -1,0 +1,502 @@
+"""Token-level soft Q-learning for causal LMs: the LM's logits are the Q-values.
+
+Design (why each piece is there):
+
+* **Reward.** The environment runs with ``reward_form="ref_logprob"`` and ``kl_coef = β``:
+  ``r_t = score·[done] + β·log π_ref(a_t|s_t)``. It does not depend on the policy that
+  collected it, so replayed rewards never go stale, and the KL is not counted twice: the
+  soft-Q entropy regulariser of the same ``β`` turns it into ``E[score] − β·KL(π ‖ π_ref)``
+  (design.md, "KL"; the per-token KL penalty of PPO's reward form would make it policy
+  dependent). ``β`` stays fixed: an adaptive KL controller would change the meaning of the
+  rewards already in the buffer.
+* **Q-function, no new heads.** As in Guo et al. 2021 ("Efficient (Soft) Q-Learning for Text
+  Generation with Limited Good Data"), the LM's logits ``f_θ(s)`` are the Q-values; with the
+  reference as prior they are read relative to the reference's normaliser::
+
+      Q(s, a) = β·(f_θ(s)[a] − logsumexp f_ref(s))       (ref_logprob parameterisation)
+      V(s)    = β·logsumexp(Q(s, ·)/β) = β·(logsumexp f_θ(s) − logsumexp f_ref(s))
+      π(a|s)  = softmax(Q(s, ·)/β)[a] = softmax(f_θ(s))[a] = π_ref(a|s)·exp((Q° − V)/β)
+
+  with ``Q° = Q − β·log π_ref`` the score-to-go of :func:`rlhf_gym.envs.toy.solve`. So the
+  trained LM *is* the policy (a checkpoint is an ordinary causal LM, loadable as the env's
+  model), and an LM initialised from the reference starts at ``Q° ≡ 0, V ≡ 0``: its soft
+  Bellman residual at the start is the reward-model score alone. The per-state baseline
+  ``logsumexp f_ref(s)`` is read from the environment's reference at collection time and
+  stored with the transition.
+* **Targets.** Soft λ-returns over replayed episodes::
+
+      y_t = r_t + (1 − λ)·V̄(s_{t+1}) + λ·(y_{t+1} − β·log π̄(a_{t+1}|s_{t+1})),   y_T = r_T
+
+  ``λ = 0`` is one-step soft Q-learning (Haarnoja et al. 2017, "Reinforcement Learning with
+  Deep Energy-Based Policies"); ``λ = 1`` is multi-step path consistency (Nachum et al. 2017,
+  PCL), which Guo et al. combine with the single step because a sparse end-of-sequence
+  reward needs many one-step backups to reach the first token. Every λ has the same fixed
+  point without importance weights, because ``Q̄(s, a) − β·log π̄(a|s) = V̄(s)`` holds for
+  *every* action of a soft Q-function, not only in expectation: the off-policy correction is
+  exact.
+* **Replay buffer** of whole episodes (FIFO, ``buffer_episodes``); a gradient step replays
+  ``batch_size`` episodes with one forward pass per sequence, not per token (field notes:
+  RL4LMs' per-token passes ran at 16 steps/s).
+* **Target network** ``Q̄`` updated by Polyak averaging, ``θ̄ ← (1 − τ)·θ̄ + τ·θ`` after each
+  gradient step (Lillicrap et al. 2016); ``tau = 1`` uses the online network itself and saves
+  the copy's memory.
+* **Double Q** (``double_q=True``, after van Hasselt et al. 2016): the soft value of the next
+  state is evaluated with the target's Q-values under the online network's policy,
+  ``V̄(s) = Σ_a π_θ(a|s)·(Q̄(s, a) − β·log π_θ(a|s))``, decoupling the policy that picks from
+  the values that score.
+* **Decoding.** :class:`SoftQPolicy` samples ``π_gen ∝ π_ref·exp(β_gen·(Q − V)/β)``, i.e.
+  logits ``f_ref + β_gen·(log π_θ − log π_ref)``: ``β_gen = 1`` is the learned policy,
+  ``β_gen = 0`` the reference exactly (the same logits, hence the same samples), larger is
+  greedier — ILQL's generation-time β (Snell et al. 2022), in units of ``1/β``.
+
+Defaults, measured on the default ``RLHF-v0`` task (8,192 episodes, one seed each, 256
+held-out episodes, exact KL; an H100 run): ``β = 0.1``, learning rate ``1e-3``, ``λ = 0.95``
+reach score 1.45, gold 0.75 at KL 6.4 nats (PPO's defaults: 1.53, 0.59, 9.7). PPO's
+``β = 0.05`` is too small for soft-Q here: a TD error of one score unit is ``1/β = 20``
+logits, the sampled tokens' logits swing, and the policy ends near-deterministic (entropy
+0.04) at a lower score (0.81 at KL 5.3, learning rate 3e-4). ``β = 0.2`` gives 1.39 at KL
+2.7; learning rate ``3e-4`` (β = 0.1) ends near the same point (1.41-1.47, KL 6.5-6.9 over
+two seeds) but learns more slowly, through a transient KL spike.
+
+Why not ILQL (Snell et al. 2022, "Offline RL for Natural Language Generation with Implicit
+Language Q Learning")? Its separate vocabulary-sized Q heads, target heads and expectile
+value head cost more memory than the base model (field notes, trlX) and learn offline from a
+fixed data set; here the agent collects its own data, and the LM already has one
+vocabulary-sized output per state, which the soft-Q reading turns into Q-values at no cost.
+
+Example:
+    >>> from rlhf_gym.agents.soft_q import SoftQ, SoftQConfig
+    >>> agent = SoftQ(SoftQConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=16,
+    ...                           batch_size=8))
+    >>> stats = agent.train()
+    >>> "losses/td_loss" in stats
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+import rlhf_gym  # noqa: F401  (registers the ids)
+from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import masked_mean
+from rlhf_gym.agents.ppo import make_policy
+from rlhf_gym.envs.policy import LMPolicy
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SoftQConfig:
+    """Every knob of :class:`SoftQ`; ``rlhf-gym train --agent qlearning`` options come from it."""
+
+    env_id: str = _f("RLHF-v0", "registered environment id")
+    model: str = _f("default", "policy initialisation and reference: a name or path")
+    seed: int = _f(0, "seed of prompts, sampling and replay")
+    total_episodes: int = _f(4096, "episodes (responses) to collect")
+    num_envs: int = _f(64, "episodes per collection round (the vector env's batch size B)")
+    learning_rate: float = _f(1e-3, "Adam learning rate")
+    kl_coef: float = _f(0.1, "β: the soft-Q temperature and the env's kl_coef in the "
+                        "ref_logprob reward form")
+    temperature: float = _f(1.0, "sampling temperature of the behaviour policy (the Bellman "
+                            "targets always use β)")
+    beta_gen: float = _f(1.0, "decoding sharpness: π ∝ π_ref·exp(β_gen·(Q − V)/β); 1 the "
+                         "learned policy, 0 the reference exactly")
+    lam: float = _f(0.95, "soft λ-return: 0 one-step soft Q-learning, 1 multi-step path "
+                    "consistency (Guo et al. 2021)")
+    tau: float = _f(0.1, "Polyak rate of the target network per gradient step (1: no copy)")
+    double_q: bool = _f(False, "soft double Q: next-state value under the online policy")
+    buffer_episodes: int = _f(1024, "replay buffer capacity in episodes (FIFO)")
+    batch_size: int = _f(32, "episodes replayed per gradient step")
+    gradient_steps: int = _f(4, "gradient steps after each collection round")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    adam_eps: float = _f(1e-5, "Adam epsilon")
+    kl_estimator: str = _f("k1", "per-token KL estimator the env logs: k1, k3 or full")
+    max_new_tokens: int = _f(32, "response length limit")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
+    dtype: str = _f("float32", "model dtype: float32, bfloat16 or float16")
+    checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
+
+    def __post_init__(self) -> None:
+        for name in ("total_episodes", "num_envs", "buffer_episodes", "batch_size",
+                     "gradient_steps", "max_new_tokens"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.kl_coef > 0:
+            raise ValueError(f"kl_coef (β) must be > 0 for soft Q-learning, got {self.kl_coef}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.beta_gen >= 0:
+            raise ValueError(f"beta_gen must be >= 0, got {self.beta_gen}")
+        if not 0 <= self.lam <= 1:
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+
+    @property
+    def num_updates(self) -> int:
+        """Collection rounds (each followed by ``gradient_steps`` steps)."""
+        return max(1, self.total_episodes // self.num_envs)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The ``gym.make_vec`` keyword arguments: the policy-independent reward form."""
+        kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
+                                  reward_form="ref_logprob")
+        if gym.spec(self.env_id).entry_point.endswith(":RLHFEnv"):  # the toy fixes these
+            kw.update(model=self.model, max_new_tokens=self.max_new_tokens, device=self.device,
+                      dtype=self.dtype)
+        return kw
+
+
+# ---------------------------------------------------------------------- acting
+class SoftQPolicy:
+    """Decode ``π_gen ∝ π_ref·exp(β_gen·(Q − V)/β)`` in an RLHF environment.
+
+    The logits are ``f_ref + β_gen·(log π_θ − log π_ref)``, divided by ``temperature``: the
+    environment's own reference logits (kept up to date for its KL term, so free) plus the
+    learned log-ratio. ``β_gen = 0`` gives the reference's logits unchanged, hence exactly the
+    samples of :class:`~rlhf_gym.envs.policy.ReferencePolicy` with the same seed;
+    ``β_gen = 1`` gives ``softmax(f_θ)``, the LM alone. It implements the
+    :class:`~rlhf_gym.envs.policy.ActingPolicy` protocol and ``act``, and acts only in the
+    environment it was built on (it reads that environment's reference).
+
+    Args:
+        model: the soft-Q agent's LM (``agent.policy``).
+        env: the unwrapped :class:`~rlhf_gym.envs.rlhf_env.RLHFEnv` or vector env.
+        beta_gen: ``≥ 0``.
+        temperature: sampling temperature (> 0).
+        seed: seed of the sampling generator.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> envs = gym.make_vec("RLHFToy-v0", num_envs=2)
+        >>> from rlhf_gym.agents.ppo import make_policy
+        >>> model = make_policy(envs.unwrapped.episodes)
+        >>> policy = SoftQPolicy(model, envs.unwrapped, beta_gen=0.0, seed=0)
+        >>> envs.unwrapped.set_policy(policy)
+        >>> obs, _ = envs.reset(seed=0)
+        >>> policy.act(obs).shape
+        (2,)
+    """
+
+    def __init__(
+        self, model: Any, env: Any, beta_gen: float = 1.0, temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        if not beta_gen >= 0:
+            raise ValueError(f"beta_gen must be >= 0, got {beta_gen}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        core = env.episodes
+        self.reference = core.reference
+        self.lm = LMPolicy(model, num_envs=core.B, temperature=1.0, pad_token_id=core.pad)
+        self.beta_gen, self.temperature = float(beta_gen), float(temperature)
+        self.generator = torch.Generator(device=self.reference.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+
+    def reset(self) -> None:
+        """Drop the LM's KV cache: call it whenever the weights change."""
+        self.lm.reset()
+
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        ref = self.reference.logits  # (B, V): the env's reference at the current states
+        own = self.lm.action_logits(observation).to(ref.device).float()  # (B, V)
+        log_ratio = own.log_softmax(-1) - ref.log_softmax(-1)
+        return (ref + self.beta_gen * log_ratio) / self.temperature
+
+    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Sample one token per row (a scalar for an unbatched observation)."""
+        probs = self.action_logits(observation).softmax(-1)
+        tokens = torch.multinomial(probs, 1, generator=self.generator)[:, 0].cpu().numpy()
+        return tokens[0] if np.ndim(observation["input_ids"]) == 1 else tokens
+
+
+# ---------------------------------------------------------------------- replay
+@dataclass
+class Episode:
+    """One finished episode, as replayed: token ids and per-token quantities."""
+
+    prompt: list[int]
+    actions: list[int]
+    rewards: list[float]  # the env's ref_logprob-form rewards
+    ref_logprobs: list[float]  # log π_ref(a_t|s_t) (info["ref_logprob"])
+    ref_lse: list[float]  # logsumexp f_ref(s_t): the per-state Q baseline
+
+
+@dataclass
+class Batch:
+    """Replayed episodes, padded: prompts left-padded to ``P``, responses right-padded to ``L``."""
+
+    input_ids: torch.Tensor  # (n, P + L)
+    attention_mask: torch.Tensor  # (n, P + L)
+    response_mask: torch.Tensor  # (n, L)
+    actions: torch.Tensor  # (n, L)
+    rewards: torch.Tensor  # (n, L)
+    ref_logprobs: torch.Tensor  # (n, L)
+    ref_lse: torch.Tensor  # (n, L)
+
+
+def make_batch(episodes: list[Episode], pad: int, device: torch.device) -> Batch:
+    n = len(episodes)
+    P, L = max(len(e.prompt) for e in episodes), max(len(e.actions) for e in episodes)
+    ids = torch.full((n, P + L), pad, dtype=torch.long)
+    mask = torch.zeros((n, P + L), dtype=torch.long)
+    per_token = torch.zeros(4, n, L)  # response mask, rewards, ref log-probs, ref lse
+    for i, e in enumerate(episodes):
+        p, k = len(e.prompt), len(e.actions)
+        ids[i, P - p : P], mask[i, P - p : P] = torch.tensor(e.prompt), 1
+        ids[i, P : P + k], mask[i, P : P + k] = torch.tensor(e.actions), 1
+        per_token[:, i, :k] = torch.tensor([[1.0] * k, e.rewards, e.ref_logprobs, e.ref_lse])
+    resp, rew, ref_lp, lse = per_token.to(device)
+    ids, mask = ids.to(device), mask.to(device)
+    return Batch(ids, mask, resp, ids[:, P:], rew, ref_lp, lse)
+
+
+def soft_lambda_returns(
+    rewards: torch.Tensor, values: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor,
+    beta: float, lam: float,
+) -> torch.Tensor:
+    """Soft λ-return targets over right-padded token sequences.
+
+    ``y_t = r_t + (1 − λ)·V(s_{t+1}) + λ·(y_{t+1} − β·log π(a_{t+1}|s_{t+1}))``, and
+    ``y_t = r_t`` at the last real token (the episode terminates there).
+
+    Args:
+        rewards, values, logp, mask: ``(B, L)``; ``values[:, t] = V(s_t)``,
+            ``logp[:, t] = log π(a_t|s_t)``, ``mask`` 1 on real tokens.
+        beta: the soft-Q temperature β.
+        lam: λ in [0, 1].
+
+    Returns:
+        ``(B, L)`` targets, zero on padding.
+    """
+    L = rewards.shape[1]
+    y = torch.zeros_like(rewards)
+    for t in reversed(range(L)):
+        if t + 1 < L:
+            ahead = (1 - lam) * values[:, t + 1] + lam * (y[:, t + 1] - beta * logp[:, t + 1])
+            ahead = ahead * mask[:, t + 1]
+        else:
+            ahead = torch.zeros_like(rewards[:, t])
+        y[:, t] = (rewards[:, t] + ahead) * mask[:, t]
+    return y
+
+
+# ---------------------------------------------------------------------- the agent
+class SoftQ:
+    """Token-level soft Q-learning; ``train()`` runs ``config.num_updates`` collect/update/log
+    rounds (the agent contract of :mod:`rlhf_gym.train`)."""
+
+    agent_name = "qlearning"
+
+    def __init__(
+        self, config: SoftQConfig, writer: Any = None, env_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """``writer``: a TensorBoard ``SummaryWriter`` or ``None``; ``env_kwargs``: extra
+        ``gym.make_vec`` arguments (a reward model path, a prompt file …)."""
+        self.cfg, self.writer = config, writer
+        torch.manual_seed(config.seed)
+        kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
+        needed = config.env_kwargs()
+        clash = {k: kwargs[k] for k in ("reward_form", "kl_coef") if kwargs[k] != needed[k]}
+        if clash:
+            raise ValueError(f"the soft-Q agent needs reward_form='ref_logprob' and kl_coef = β; "
+                             f"env_kwargs overrides {clash}")
+        self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
+        self.core = self.envs.unwrapped.episodes
+        self.device = self.core.reference.device
+        self.policy = make_policy(self.core).to(self.device)
+        self.policy.eval()  # dropout off, also while training (field notes)
+        self.policy.requires_grad_(True)
+        self.target = None if config.tau == 1 else copy.deepcopy(self.policy).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate,
+                                          eps=config.adam_eps)
+        self.sampler = SoftQPolicy(self.policy, self.envs.unwrapped, config.beta_gen,
+                                   config.temperature, seed=config.seed)
+        self.envs.unwrapped.set_policy(self.sampler)  # the env logs the behaviour's KL
+        self.buffer: deque[Episode] = deque(maxlen=config.buffer_episodes)
+        self.replay_rng = torch.Generator().manual_seed(config.seed)
+        self.update_idx, self.episodes_seen = 0, 0
+
+    # ------------------------------------------------------------------ 1. collect
+    @torch.no_grad()
+    def collect(self) -> dict[str, Any]:
+        """Play ``num_envs`` episodes with the behaviour policy into the buffer."""
+        cfg, B = self.cfg, self.cfg.num_envs
+        self.sampler.reset()  # the weights changed since the last round: the KV cache is stale
+        obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.update_idx * B)
+        eps = [Episode(obs["input_ids"][i, : obs["attention_mask"][i].sum()].tolist(),
+                       [], [], [], []) for i in range(B)]
+        done = np.zeros(B, dtype=bool)
+        scores, kls, gold = np.zeros(B), np.zeros(B), np.full(B, np.nan)
+        texts: list[tuple[str, str, float]] = [("", "", 0.0)] * B
+        while not done.all():
+            lse = torch.logsumexp(self.core.reference.logits.float(), -1).cpu().numpy()  # (B,)
+            actions = self.sampler.act(obs)
+            obs, reward, term, _, info = self.envs.step(actions)
+            for i in np.flatnonzero(~done):
+                e = eps[i]
+                e.actions.append(int(actions[i]))
+                e.rewards.append(float(reward[i]))
+                e.ref_logprobs.append(float(info["ref_logprob"][i]))
+                e.ref_lse.append(float(lse[i]))
+                if term[i]:
+                    scores[i], kls[i] = info["score"][i], info["kl_sum"][i]
+                    if "gold_score" in info:
+                        gold[i] = info["gold_score"][i]
+                    texts[i] = (str(info["prompt_text"][i]), str(info["response_text"][i]),
+                                float(scores[i]))
+            done |= term
+        self.buffer.extend(eps)
+        return {"scores": scores, "kls": kls, "gold": None if np.isnan(gold).all() else gold,
+                "texts": texts, "tokens": sum(len(e.actions) for e in eps)}
+
+    # ------------------------------------------------------------------ 2. update
+    def response_logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """``f(s_t)`` for every response token: ``(n, L, V)`` float32, one pass per sequence."""
+        L = batch.actions.shape[1]
+        pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=pos)
+        return out.logits[:, -L - 1 : -1].float()  # column P − 1 + t predicts token t
+
+    @torch.no_grad()
+    def targets(self, batch: Batch, online: torch.Tensor) -> torch.Tensor:
+        """Soft λ-return targets ``(n, L)`` from the target network (see the module docstring)."""
+        cfg, beta = self.cfg, self.cfg.kl_coef
+        f_bar = online if self.target is None else self.response_logits(self.target, batch)
+        q_bar = beta * (f_bar - batch.ref_lse[..., None])  # (n, L, V)
+        if cfg.double_q:
+            logp_all = online.log_softmax(-1)  # the online policy picks …
+            values = (logp_all.exp() * (q_bar - beta * logp_all)).sum(-1)  # … the target scores
+        else:
+            logp_all = f_bar.log_softmax(-1)
+            values = beta * (f_bar.logsumexp(-1) - batch.ref_lse)  # (n, L)
+        logp = logp_all.gather(2, batch.actions[..., None]).squeeze(2)  # (n, L)
+        return soft_lambda_returns(batch.rewards, values, logp, batch.response_mask, beta, cfg.lam)
+
+    def update(self) -> dict[str, float]:
+        """``gradient_steps`` steps on replayed episodes; returns the mean losses."""
+        cfg, beta = self.cfg, self.cfg.kl_coef
+        rows: list[dict[str, float]] = []
+        for _ in range(cfg.gradient_steps):
+            idx = torch.randint(len(self.buffer), (cfg.batch_size,), generator=self.replay_rng)
+            batch = make_batch([self.buffer[i] for i in idx.tolist()], self.core.pad, self.device)
+            m = batch.response_mask
+            logits = self.response_logits(self.policy, batch)  # (n, L, V)
+            y = self.targets(batch, logits.detach())
+            q = beta * (logits.gather(2, batch.actions[..., None]).squeeze(2) - batch.ref_lse)
+            loss = 0.5 * masked_mean((q - y) ** 2, m)
+            if not torch.isfinite(loss):
+                continue  # NaN guard, as in PPO
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.polyak()
+            with torch.no_grad():
+                logp_all = logits.log_softmax(-1)
+                entropy = -(logp_all.exp() * logp_all).sum(-1)  # (n, L)
+                rows.append({tags.TD_LOSS: loss.item(),
+                             tags.Q_VALUES: masked_mean(q - beta * batch.ref_logprobs, m).item(),
+                             tags.ENTROPY: masked_mean(entropy, m).item()})
+        return {k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
+                for k in (tags.TD_LOSS, tags.Q_VALUES, tags.ENTROPY)}
+
+    @torch.no_grad()
+    def polyak(self) -> None:
+        """``θ̄ ← (1 − τ)·θ̄ + τ·θ`` (nothing to do when ``tau = 1``: the target is θ)."""
+        if self.target is not None:
+            torch._foreach_lerp_(list(self.target.parameters()), list(self.policy.parameters()),
+                                 self.cfg.tau)
+
+    # ------------------------------------------------------------------ 3. log
+    def log(self, ro: dict[str, Any], stats: dict[str, float], sps: float) -> dict[str, float]:
+        cfg = self.cfg
+        beta = cfg.kl_coef
+        stats = {
+            **stats,
+            tags.SCORES: float(np.mean(ro["scores"])),
+            tags.KL: float(np.mean(ro["kls"])),
+            tags.RLHF_REWARD: float(np.mean(ro["scores"] - beta * ro["kls"])),
+            tags.KL_COEF: beta,
+            tags.RESPONSE_LENGTH: ro["tokens"] / cfg.num_envs,
+            tags.STEPS_PER_SECOND: sps,
+            tags.EPISODES: float(self.episodes_seen),
+            tags.BUFFER_EPISODES: float(len(self.buffer)),
+        }
+        if cfg.beta_gen > 0:
+            stats[tags.TEMPERATURE] = beta * cfg.temperature / cfg.beta_gen
+        if ro["gold"] is not None:
+            stats[tags.GOLD_SCORES] = float(np.nanmean(ro["gold"]))
+        if self.writer is not None:
+            for key, value in stats.items():
+                self.writer.add_scalar(key, value, self.episodes_seen)
+            if self.update_idx % 10 == 1 or self.update_idx == cfg.num_updates:
+                rows = "\n".join(f"| {p} | {r} | {s:+.2f} |" for p, r, s in ro["texts"][:8])
+                self.writer.add_text(tags.SAMPLES, "| prompt | response | score |\n|---|---|---|\n"
+                                     + rows.replace("\n\n", " "), self.episodes_seen)
+        return stats
+
+    def train(
+        self, callback: Callable[[SoftQ, dict[str, float]], None] | None = None
+    ) -> dict[str, float]:
+        """Run the remaining rounds; ``callback(agent, stats)`` after each; the last stats."""
+        if self.writer is not None and self.update_idx == 0:
+            table = "\n".join(f"|{k}|{v}|" for k, v in asdict(self.cfg).items())
+            self.writer.add_text(tags.HYPERPARAMETERS, "|param|value|\n|-|-|\n" + table)
+        stats: dict[str, float] = {}
+        while self.update_idx < self.cfg.num_updates:
+            start = time.perf_counter()
+            ro = self.collect()
+            update_stats = self.update()
+            self.update_idx += 1
+            self.episodes_seen += self.cfg.num_envs
+            stats = self.log(ro, update_stats, ro["tokens"] / (time.perf_counter() - start))
+            if callback is not None:
+                callback(self, stats)
+        return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the policy weights needed to continue exactly where training stopped:
+        the target network, the optimizer, the replay buffer and the random states."""
+        return {
+            "target": None if self.target is None else self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "buffer": [asdict(e) for e in self.buffer],
+            "update_idx": self.update_idx,
+            "episodes_seen": self.episodes_seen,
+            "sampler_rng": self.sampler.generator.get_state(),
+            "replay_rng": self.replay_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.target is not None:
+            self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.clear()
+        self.buffer.extend(Episode(**e) for e in state["buffer"])
+        self.update_idx, self.episodes_seen = state["update_idx"], state["episodes_seen"]
+        self.sampler.generator.set_state(state["sampler_rng"])
+        self.replay_rng.set_state(state["replay_rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def config_fields() -> list[Any]:
+    """The dataclass fields, for the CLI generator."""
+    return list(fields(SoftQConfig))
