@@ -178,8 +178,25 @@ def build_parser(agent: str = "ppo") -> argparse.ArgumentParser:
     return parser
 
 
+def _set_threads() -> None:
+    """One intra-op thread unless ``RLHF_GYM_TORCH_THREADS`` or ``OMP_NUM_THREADS`` says more.
+
+    The embedded models are tiny (matrices of 64 × 128): splitting them over threads costs more
+    than it saves, and on a busy machine OpenMP threads spin-waiting for a core another process
+    holds made `rlhf-gym eval` 10-20 times slower (measured on a shared 2-core machine). Large
+    models on CPU: set RLHF_GYM_TORCH_THREADS to the number of cores.
+    """
+    import os
+
+    import torch
+
+    threads = os.environ.get("RLHF_GYM_TORCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(int(threads) if threads else 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(_chosen_agent(argv)).parse_args(argv)
+    _set_threads()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
