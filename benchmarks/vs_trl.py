@@ -41,6 +41,7 @@ def run_ours(args: Any) -> tuple[Any, float]:
         kl_coef=args.kl_coef,
         seed=args.seed,
         device="cpu",
+        ppo_epochs=args.ppo_epochs,
     )
     start = time.perf_counter()
     agent = PPO(cfg)
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=256)
+    p.add_argument("--ppo-epochs", type=int, default=PPOConfig.ppo_epochs, help="ours")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
