@@ -439,9 +439,9 @@ def make_policy(core: Any) -> nn.Module:
     """
     model = getattr(core.reference, "model", None)
     if model is not None:
-        return (
-            copy.deepcopy(model).float() if model.dtype == torch.float16 else copy.deepcopy(model)
-        )
+        policy = copy.deepcopy(model)
+        policy = policy.float() if model.dtype == torch.float16 else policy
+        return policy.requires_grad_(True)  # the reference is frozen; its copy must not be
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
