@@ -58,9 +58,11 @@ class Progress:
         width = 24
         filled = int(width * done / self.total)
         bar = "#" * filled + "-" * (width - filled)
-        line = (f"\r[{bar}] {done}/{self.total} score {stats.get(tags.SCORES, 0):+.3f} "
-                f"kl {stats.get(tags.KL, 0):.3f} {self._clock(elapsed)}<"
-                f"{self._clock(rate * (self.total - done))}")
+        line = (
+            f"\r[{bar}] {done}/{self.total} score {stats.get(tags.SCORES, 0):+.3f} "
+            f"kl {stats.get(tags.KL, 0):.3f} {self._clock(elapsed)}<"
+            f"{self._clock(rate * (self.total - done))}"
+        )
         self.stream.write(line)
         if done == self.total:
             self.stream.write("\n")
@@ -75,7 +77,9 @@ def make_writer(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("rlhf-gym train logs to TensorBoard: pip install 'rlhf-gym[tensorboard]'") from e
+        raise ImportError(
+            "rlhf-gym train logs to TensorBoard: pip install 'rlhf-gym[tensorboard]'"
+        ) from e
     return SummaryWriter(str(run_dir))
 
 
@@ -120,16 +124,24 @@ def train(
     except KeyboardInterrupt:
         path = checkpoint.save(run_dir, agent)
         writer.close()
-        print(f"\ninterrupted: checkpoint written to {path}; continue with "
-              f"`rlhf-gym train --agent {agent_name} --resume {path}`", file=sys.stderr)
+        print(
+            f"\ninterrupted: checkpoint written to {path}; continue with "
+            f"`rlhf-gym train --agent {agent_name} --resume {path}`",
+            file=sys.stderr,
+        )
         raise
     final = checkpoint.save(run_dir, agent)
     writer.close()
     after = _evaluate(cfg, agent.policy, eval_episodes, env_kwargs)
-    summary = {"run_dir": str(run_dir), "checkpoint": str(final), "config": asdict(cfg),
-               "before": before.summary() if before else None, "after": after.summary(),
-               "samples_before": before.samples[:3] if before else [],
-               "samples_after": after.samples[:3]}
+    summary = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(final),
+        "config": asdict(cfg),
+        "before": before.summary() if before else None,
+        "after": after.summary(),
+        "samples_before": before.samples[:3] if before else [],
+        "samples_after": after.samples[:3],
+    }
     if not quiet:
         print_summary(summary)
     return summary
@@ -143,20 +155,32 @@ def _evaluate(cfg: Any, policy: Any, episodes: int, env_kwargs: dict[str, Any] |
     if spec.entry_point.endswith(":RLHFEnv"):
         kw["prompts"] = f"{spec.kwargs.get('task', 'sentiment')}-eval"
     kw.update(env_kwargs or {})
-    return evaluate(cfg.env_id, policy=policy, episodes=episodes, num_envs=min(64, episodes),
-                    seed=10_000 + cfg.seed, temperature=cfg.temperature, **kw)
+    return evaluate(
+        cfg.env_id,
+        policy=policy,
+        episodes=episodes,
+        num_envs=min(64, episodes),
+        seed=10_000 + cfg.seed,
+        temperature=cfg.temperature,
+        **kw,
+    )
+
+
+def _cell(stats: dict | None, key: str) -> str:
+    """``mean ± std`` of one quantity of an evaluation summary, or "-"."""
+    if not stats or key not in stats:
+        return "-"
+    return f"{stats[key]['mean']:+.3f} ± {stats[key]['std']:.3f}"
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     before, after = summary["before"], summary["after"]
-    print(f"\n{'held-out':<12} {'before':>16} {'after':>16}")
+    print(f"\n{'held-out':<16} {'before':>16} {'after':>16}")
     for key in ("score", "gold_score", "kl", "response_length"):
-        if key not in after:
-            continue
-        def cell(d: dict | None) -> str:
-            return f"{d[key]['mean']:+.3f} ± {d[key]['std']:.3f}" if d and key in d else "-"
-        print(f"{key:<12} {cell(before):>16} {cell(after):>16}")
-    for title, samples in (("before", summary["samples_before"]), ("after", summary["samples_after"])):
+        if key in after:
+            print(f"{key:<16} {_cell(before, key):>16} {_cell(after, key):>16}")
+    groups = (("before", summary["samples_before"]), ("after", summary["samples_after"]))
+    for title, samples in groups:
         if samples:
             print(f"\nsamples {title}:")
             for prompt, response, score in samples:

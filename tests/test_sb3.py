@@ -300,10 +300,18 @@ def test_adapter_trains_the_copy_of_the_frozen_reference(tiny_kwargs):
     """Through `rlhf-gym train --agent sb3-ppo` the LM starts as a copy of the env's frozen
     reference: that copy must be trainable (a frozen copy once trained only the value head)."""
     kw = {k: v for k, v in tiny_kwargs.items() if k not in ("model", "max_new_tokens")}
-    cfg = SB3PPOConfig(model=tiny_kwargs["model"], num_envs=2, total_episodes=4, n_steps=4,
-                       max_new_tokens=4, device="cpu")
+    cfg = SB3PPOConfig(
+        model=tiny_kwargs["model"],
+        num_envs=2,
+        total_episodes=4,
+        n_steps=4,
+        max_new_tokens=4,
+        device="cpu",
+    )
     agent = SB3PPO(cfg, env_kwargs=kw)
     assert all(p.requires_grad for p in agent.policy.parameters())
     before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.train()
-    assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True)
+    )

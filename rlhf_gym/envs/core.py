@@ -73,7 +73,9 @@ class Info:
                 not np.isscalar(values) and len(values) and isinstance(values[0], str)
             )
             dtype = object if text else np.asarray(values).dtype
-            self.values[key] = np.zeros(self.n, dtype) if not text else np.full(self.n, None, object)
+            self.values[key] = (
+                np.zeros(self.n, dtype) if not text else np.full(self.n, None, object)
+            )
             self.masks[key] = np.zeros(self.n, dtype=bool)
         self.values[key][rows] = values
         self.masks[key][rows] = True

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 DATA_DIR = Path(
-    os.environ.get("RLHF_GYM_DATA_DIR") or Path(__file__).resolve().parent.parent / "data" / "default"
+    os.environ.get("RLHF_GYM_DATA_DIR")
+    or Path(__file__).resolve().parent.parent / "data" / "default"
 )
 """Where the embedded default models live (built by ``python -m rlhf_gym.build_default``);
 the environment variable ``RLHF_GYM_DATA_DIR`` points it at a rebuilt copy elsewhere."""
