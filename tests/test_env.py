@@ -257,3 +257,11 @@ def test_vector_reset_without_seed_continues_the_stream(kw):
         _, ia = a.reset()
         _, ib = b.reset()
         assert list(ia["prompt_text"]) == list(ib["prompt_text"])
+
+
+def test_reward_model_with_another_tokenizer_gets_text(kw):
+    """The embedded sentiment reward model (1,024-token vocabulary) scores the tiny LM's text."""
+    env = RLHFEnv(**{**kw, "reward_model": "sentiment"})
+    traj = rollout(env, [5, 9, 14], seed=0)
+    info = traj[-1][2]
+    assert np.isfinite(info["score"]) and isinstance(info["response_text"], str)

@@ -229,3 +229,21 @@ def test_metrics_glossary_doc_is_current():
     assert doc.read_text() == tags.glossary_markdown(), (
         "run: python -m rlhf_gym.agents.tags > docs/metrics.md"
     )
+
+
+def test_critic_from_the_reward_model(tiny_lm_dir, tiny_rm_dir, tiny_env_kwargs):
+    cfg = PPOConfig(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=8,
+        max_new_tokens=5,
+        device="cpu",
+        critic="reward_model",
+    )
+    agent = PPO(cfg, env_kwargs=tiny_env_kwargs)
+    head = agent.critic.head.weight.detach().clone()
+    stats = agent.train()
+    assert np.isfinite(stats[tags.VALUE_LOSS])
+    assert not torch.equal(head, agent.critic.head.weight)  # the critic is trained
+    assert agent.first_minibatch[tags.RATIO] == 1.0
