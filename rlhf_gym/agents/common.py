@@ -1,8 +1,17 @@
-"""Pure math shared by the agents: masked statistics, whitening and GAE (unit-tested)."""
+"""Shared by the agents: masked statistics, whitening and GAE (pure math, unit-tested), and
+the config-field helper whose help text the CLI reads."""
 
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any
+
 import torch
+
+
+def config_field(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
+    """A config dataclass field with its ``--help`` text (``rlhf-gym train`` generates options)."""
+    return field(default=default, metadata={"help": help})
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

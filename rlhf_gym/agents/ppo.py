@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -41,12 +41,9 @@ from torch import nn
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import config_field as _f
 from rlhf_gym.agents.common import gae, masked_mean, whiten
 from rlhf_gym.envs.policy import LMPolicy
-
-
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -495,8 +492,3 @@ def make_critic(kind: str, policy: nn.Module, core: Any) -> Critic:
     rm = copy.deepcopy(rm).float()
     rm.requires_grad_(True)
     return Critic(rm.score, rm.base_model)
-
-
-def config_fields() -> list[Any]:
-    """The dataclass fields, for the CLI generator."""
-    return list(fields(PPOConfig))

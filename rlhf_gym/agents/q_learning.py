@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -38,6 +38,7 @@ import numpy as np
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import config_field as _f
 from rlhf_gym.envs import toy
 from rlhf_gym.envs.policy import PrecomputedLogits
 
@@ -171,8 +172,6 @@ def policy_objective(policy: Callable[[Prefix], np.ndarray], kl_coef: float) -> 
 
 
 # ---------------------------------------------------------------------- the agent
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - same convention as the other configs
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -182,13 +181,20 @@ class TabularQConfig:
     kl_coef: float = _f(0.1, "β: > 0 soft Q-learning (KL-regularised), 0 plain Q-learning")
     total_episodes: int = _f(3000, "episodes to learn from")
     num_envs: int = _f(16, "episodes run side by side (vector env)")
-    learning_rate: float = _f(0.5, "step size α; the toy is deterministic, so a constant α "
-                              "converges to the fixed point exactly")
+    learning_rate: float = _f(
+        0.5,
+        "step size α; the toy is deterministic, so a constant α "
+        "converges to the fixed point exactly",
+    )
     epsilon_start: float = _f(1.0, "initial probability of a uniformly random token")
-    epsilon_end: float = _f(1.0, "final probability of a uniformly random token (1: uniform "
-                            "behaviour throughout, which converges the whole table)")
-    exploration_fraction: float = _f(0.5, "fraction of the episodes over which ε decays "
-                                     "linearly (CleanRL DQN schedule)")
+    epsilon_end: float = _f(
+        1.0,
+        "final probability of a uniformly random token (1: uniform "
+        "behaviour throughout, which converges the whole table)",
+    )
+    exploration_fraction: float = _f(
+        0.5, "fraction of the episodes over which ε decays linearly (CleanRL DQN schedule)"
+    )
     eval_every: int = _f(200, "episodes between exact Bellman-residual measurements")
     seed: int = _f(0, "seed of prompts and exploration")
 

@@ -61,6 +61,7 @@ from torch import nn
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import config_field as _f
 from rlhf_gym.agents.ppo import make_policy
 from rlhf_gym.envs.lm import DATA_DIR, resolve_model_path
 
@@ -421,8 +422,6 @@ class RLHFInfoCallback(BaseCallback):
 
 
 # ---------------------------------------------------------------------- rlhf-gym train adapters
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
-    return field(default=default, metadata={"help": help})
 
 
 def _env_kwargs(cfg: Any, **extra: Any) -> dict[str, Any]:

@@ -80,7 +80,7 @@ import copy
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -90,13 +90,10 @@ from torch import nn
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import config_field as _f
 from rlhf_gym.agents.common import masked_mean
 from rlhf_gym.agents.ppo import make_policy
 from rlhf_gym.envs.policy import LMPolicy
-
-
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -109,14 +106,22 @@ class SoftQConfig:
     total_episodes: int = _f(4096, "episodes (responses) to collect")
     num_envs: int = _f(64, "episodes per collection round (the vector env's batch size B)")
     learning_rate: float = _f(1e-3, "Adam learning rate")
-    kl_coef: float = _f(0.1, "β: the soft-Q temperature and the env's kl_coef in the "
-                        "ref_logprob reward form")
-    temperature: float = _f(1.0, "sampling temperature of the behaviour policy (the Bellman "
-                            "targets always use β)")
-    beta_gen: float = _f(1.0, "decoding sharpness: π ∝ π_ref·exp(β_gen·(Q − V)/β); 1 the "
-                         "learned policy, 0 the reference exactly")
-    lam: float = _f(0.95, "soft λ-return: 0 one-step soft Q-learning, 1 multi-step path "
-                    "consistency (Guo et al. 2021)")
+    kl_coef: float = _f(
+        0.1, "β: the soft-Q temperature and the env's kl_coef in the ref_logprob reward form"
+    )
+    temperature: float = _f(
+        1.0, "sampling temperature of the behaviour policy (the Bellman targets always use β)"
+    )
+    beta_gen: float = _f(
+        1.0,
+        "decoding sharpness: π ∝ π_ref·exp(β_gen·(Q − V)/β); 1 the "
+        "learned policy, 0 the reference exactly",
+    )
+    lam: float = _f(
+        0.95,
+        "soft λ-return: 0 one-step soft Q-learning, 1 multi-step path "
+        "consistency (Guo et al. 2021)",
+    )
     tau: float = _f(0.1, "Polyak rate of the target network per gradient step (1: no copy)")
     double_q: bool = _f(False, "soft double Q: next-state value under the online policy")
     buffer_episodes: int = _f(1024, "replay buffer capacity in episodes (FIFO)")
@@ -131,8 +136,14 @@ class SoftQConfig:
     checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
 
     def __post_init__(self) -> None:
-        for name in ("total_episodes", "num_envs", "buffer_episodes", "batch_size",
-                     "gradient_steps", "max_new_tokens"):
+        for name in (
+            "total_episodes",
+            "num_envs",
+            "buffer_episodes",
+            "batch_size",
+            "gradient_steps",
+            "max_new_tokens",
+        ):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not self.kl_coef > 0:
@@ -153,11 +164,16 @@ class SoftQConfig:
 
     def env_kwargs(self) -> dict[str, Any]:
         """The ``gym.make_vec`` keyword arguments: the policy-independent reward form."""
-        kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
-                                  reward_form="ref_logprob")
+        kw: dict[str, Any] = dict(
+            kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, reward_form="ref_logprob"
+        )
         if gym.spec(self.env_id).entry_point.endswith(":RLHFEnv"):  # the toy fixes these
-            kw.update(model=self.model, max_new_tokens=self.max_new_tokens, device=self.device,
-                      dtype=self.dtype)
+            kw.update(
+                model=self.model,
+                max_new_tokens=self.max_new_tokens,
+                device=self.device,
+                dtype=self.dtype,
+            )
         return kw
 
 
@@ -193,7 +209,11 @@ class SoftQPolicy:
     """
 
     def __init__(
-        self, model: Any, env: Any, beta_gen: float = 1.0, temperature: float = 1.0,
+        self,
+        model: Any,
+        env: Any,
+        beta_gen: float = 1.0,
+        temperature: float = 1.0,
         seed: int | None = None,
     ) -> None:
         if not beta_gen >= 0:
@@ -267,8 +287,12 @@ def make_batch(episodes: list[Episode], pad: int, device: torch.device) -> Batch
 
 
 def soft_lambda_returns(
-    rewards: torch.Tensor, values: torch.Tensor, logp: torch.Tensor, mask: torch.Tensor,
-    beta: float, lam: float,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    lam: float,
 ) -> torch.Tensor:
     """Soft λ-return targets over right-padded token sequences.
 
@@ -314,8 +338,10 @@ class SoftQ:
         needed = config.env_kwargs()
         clash = {k: kwargs[k] for k in ("reward_form", "kl_coef") if kwargs[k] != needed[k]}
         if clash:
-            raise ValueError(f"the soft-Q agent needs reward_form='ref_logprob' and kl_coef = β; "
-                             f"env_kwargs overrides {clash}")
+            raise ValueError(
+                f"the soft-Q agent needs reward_form='ref_logprob' and kl_coef = β; "
+                f"env_kwargs overrides {clash}"
+            )
         self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
         self.core = self.envs.unwrapped.episodes
         self.device = self.core.reference.device
@@ -323,10 +349,12 @@ class SoftQ:
         self.policy.eval()  # dropout off, also while training (field notes)
         self.policy.requires_grad_(True)
         self.target = None if config.tau == 1 else copy.deepcopy(self.policy).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate,
-                                          eps=config.adam_eps)
-        self.sampler = SoftQPolicy(self.policy, self.envs.unwrapped, config.beta_gen,
-                                   config.temperature, seed=config.seed)
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps
+        )
+        self.sampler = SoftQPolicy(
+            self.policy, self.envs.unwrapped, config.beta_gen, config.temperature, seed=config.seed
+        )
         self.envs.unwrapped.set_policy(self.sampler)  # the env logs the behaviour's KL
         self.buffer: deque[Episode] = deque(maxlen=config.buffer_episodes)
         self.replay_rng = torch.Generator().manual_seed(config.seed)
@@ -339,8 +367,10 @@ class SoftQ:
         cfg, B = self.cfg, self.cfg.num_envs
         self.sampler.reset()  # the weights changed since the last round: the KV cache is stale
         obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.update_idx * B)
-        eps = [Episode(obs["input_ids"][i, : obs["attention_mask"][i].sum()].tolist(),
-                       [], [], [], []) for i in range(B)]
+        eps = [
+            Episode(obs["input_ids"][i, : obs["attention_mask"][i].sum()].tolist(), [], [], [], [])
+            for i in range(B)
+        ]
         done = np.zeros(B, dtype=bool)
         scores, kls, gold = np.zeros(B), np.zeros(B), np.full(B, np.nan)
         texts: list[tuple[str, str, float]] = [("", "", 0.0)] * B
@@ -358,20 +388,29 @@ class SoftQ:
                     scores[i], kls[i] = info["score"][i], info["kl_sum"][i]
                     if "gold_score" in info:
                         gold[i] = info["gold_score"][i]
-                    texts[i] = (str(info["prompt_text"][i]), str(info["response_text"][i]),
-                                float(scores[i]))
+                    texts[i] = (
+                        str(info["prompt_text"][i]),
+                        str(info["response_text"][i]),
+                        float(scores[i]),
+                    )
             done |= term
         self.buffer.extend(eps)
-        return {"scores": scores, "kls": kls, "gold": None if np.isnan(gold).all() else gold,
-                "texts": texts, "tokens": sum(len(e.actions) for e in eps)}
+        return {
+            "scores": scores,
+            "kls": kls,
+            "gold": None if np.isnan(gold).all() else gold,
+            "texts": texts,
+            "tokens": sum(len(e.actions) for e in eps),
+        }
 
     # ------------------------------------------------------------------ 2. update
     def response_logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """``f(s_t)`` for every response token: ``(n, L, V)`` float32, one pass per sequence."""
         L = batch.actions.shape[1]
         pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=pos)
+        out = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos
+        )
         return out.logits[:, -L - 1 : -1].float()  # column P − 1 + t predicts token t
 
     @torch.no_grad()
@@ -411,18 +450,25 @@ class SoftQ:
             with torch.no_grad():
                 logp_all = logits.log_softmax(-1)
                 entropy = -(logp_all.exp() * logp_all).sum(-1)  # (n, L)
-                rows.append({tags.TD_LOSS: loss.item(),
-                             tags.Q_VALUES: masked_mean(q - beta * batch.ref_logprobs, m).item(),
-                             tags.ENTROPY: masked_mean(entropy, m).item()})
-        return {k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
-                for k in (tags.TD_LOSS, tags.Q_VALUES, tags.ENTROPY)}
+                rows.append(
+                    {
+                        tags.TD_LOSS: loss.item(),
+                        tags.Q_VALUES: masked_mean(q - beta * batch.ref_logprobs, m).item(),
+                        tags.ENTROPY: masked_mean(entropy, m).item(),
+                    }
+                )
+        return {
+            k: float(np.mean([r[k] for r in rows])) if rows else float("nan")
+            for k in (tags.TD_LOSS, tags.Q_VALUES, tags.ENTROPY)
+        }
 
     @torch.no_grad()
     def polyak(self) -> None:
         """``θ̄ ← (1 − τ)·θ̄ + τ·θ`` (nothing to do when ``tau = 1``: the target is θ)."""
         if self.target is not None:
-            torch._foreach_lerp_(list(self.target.parameters()), list(self.policy.parameters()),
-                                 self.cfg.tau)
+            torch._foreach_lerp_(
+                list(self.target.parameters()), list(self.policy.parameters()), self.cfg.tau
+            )
 
     # ------------------------------------------------------------------ 3. log
     def log(self, ro: dict[str, Any], stats: dict[str, float], sps: float) -> dict[str, float]:
@@ -448,8 +494,11 @@ class SoftQ:
                 self.writer.add_scalar(key, value, self.episodes_seen)
             if self.update_idx % 10 == 1 or self.update_idx == cfg.num_updates:
                 rows = "\n".join(f"| {p} | {r} | {s:+.2f} |" for p, r, s in ro["texts"][:8])
-                self.writer.add_text(tags.SAMPLES, "| prompt | response | score |\n|---|---|---|\n"
-                                     + rows.replace("\n\n", " "), self.episodes_seen)
+                self.writer.add_text(
+                    tags.SAMPLES,
+                    "| prompt | response | score |\n|---|---|---|\n" + rows.replace("\n\n", " "),
+                    self.episodes_seen,
+                )
         return stats
 
     def train(
@@ -496,8 +545,3 @@ class SoftQ:
         self.sampler.generator.set_state(state["sampler_rng"])
         self.replay_rng.set_state(state["replay_rng"])
         torch.set_rng_state(state["torch_rng"])
-
-
-def config_fields() -> list[Any]:
-    """The dataclass fields, for the CLI generator."""
-    return list(fields(SoftQConfig))
