@@ -23,12 +23,12 @@ Output layout (``<out>`` defaults to ``rlhf_gym/data/default``)::
 
 Contracts the environment relies on: prompts have no trailing space and are encoded without
 special tokens (the LM was trained without a BOS prefix); a response is the decoded
-continuation (``tokenizer.decode(ids, skip_special_tokens=True)``, starting with a space);
-the reward model reads ``prompt + response`` as one string, right-truncated to its
-``n_positions``; every dropout is 0 in the saved configs.
+continuation (``tokenizer.decode(ids, skip_special_tokens=True)``, nearly always starting
+with a space, see :mod:`rlhf_gym.corpus`); the reward model reads ``prompt + response`` as
+one string, right-truncated to its ``n_positions``; every dropout is 0 in the saved configs.
 
 The build is deterministic: the same seed, library versions, thread count and machine give
-byte-identical ``*.safetensors`` files.
+a byte-identical output directory (checked for two full builds and in the tests for --mini).
 
 Example:
     Full build (about 10 minutes on one CPU core), then a 10-second smoke build::

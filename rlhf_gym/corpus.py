@@ -10,7 +10,9 @@ Two tasks:
   very negative through neutral or mixed to very positive. A prompt is the first two to five
   words of a review's first sentence, kept only if it carries no sentiment or negation of its
   own (``"This movie was"``, ``"The acting in this"``), so the continuation decides the
-  sentiment. Prompts have no trailing space: the continuation starts with a space.
+  sentiment. Prompts have no trailing space, so the continuation starts with a space, except
+  after an opener cut before its comma (``"In my opinion"`` + ``", this film ..."``; 6 of
+  the 256 shipped train prompts, none of the eval prompts).
 * ``"harmless"``: one-turn dialogues ``"Q: <request> A: <reply>"`` whose replies range from
   toxic (PG insults: stupid, idiot, loser, ...) through blunt to polite and careful ("I think",
   "it may help to", "if you feel unsafe, talk to someone you trust"). A prompt is
@@ -449,7 +451,12 @@ def is_neutral_prompt(prompt: str) -> bool:
 
 
 def _review_prefix(rng: random.Random, review: str) -> str | None:
-    """Cuts the first 2 to 5 words of a review's first sentence; None if unusable."""
+    """Cuts the first 2 to 5 words of a review's first sentence; None if unusable.
+
+    A comma after the last word is dropped ("In my opinion," -> "In my opinion"). Refusing
+    such prefixes instead would make every continuation start with a space, but would
+    change the shipped prompt sets, so it waits for the next rebuild of the default.
+    """
     first = re.split(r"(?<=[.!?]) ", review)[0]
     words = first.split()
     n_words = rng.randint(2, 5)
