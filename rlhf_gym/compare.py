@@ -44,6 +44,7 @@ import numpy as np
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
+from rlhf_gym.agents.common import heldout_prompts
 
 DEFAULT_AGENTS = ("ppo", "qlearning")
 
@@ -87,7 +88,8 @@ class CompareConfig:
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown:
             raise ValueError(
-                f"unknown agent {unknown[0]!r}; valid agents: {', '.join(sorted(AGENTS))}")
+                f"unknown agent {unknown[0]!r}; valid agents: {', '.join(sorted(AGENTS))}"
+            )
         if len(set(self.agents)) != len(self.agents):
             raise ValueError(f"--agents names an agent twice: {','.join(self.agents)}")
         for name in ("seeds", "total_episodes", "num_envs", "eval_episodes"):
@@ -99,7 +101,8 @@ class CompareConfig:
             raise ValueError(
                 f"total_episodes={self.total_episodes} must be a multiple of num_envs="
                 f"{self.num_envs}, so that every agent trains on exactly the same number of "
-                f"episodes (e.g. {near})")
+                f"episodes (e.g. {near})"
+            )
         self.best_of = tuple(sorted(set(self.best_of)))
         if not self.best_of or any(not (isinstance(n, int) and n >= 1) for n in self.best_of):
             raise ValueError(f"best_of must be positive integers, got {self.best_of!r}")
@@ -134,10 +137,18 @@ def agent_config(agent: str, cc: CompareConfig, seed: int) -> Any:
     config_cls = AGENTS[agent][1]
     names = {f.name for f in dataclasses.fields(config_cls)}
     if "total_episodes" not in names:
-        raise ValueError(f"agent {agent!r}: its config has no total_episodes field, so compare "
-                         "cannot give it the same budget as the others")
-    shared = dict(env_id=cc.env_id, seed=seed, total_episodes=cc.total_episodes,
-                  num_envs=cc.num_envs, device=cc.device, model=cc.model)
+        raise ValueError(
+            f"agent {agent!r}: its config has no total_episodes field, so compare "
+            "cannot give it the same budget as the others"
+        )
+    shared = dict(
+        env_id=cc.env_id,
+        seed=seed,
+        total_episodes=cc.total_episodes,
+        num_envs=cc.num_envs,
+        device=cc.device,
+        model=cc.model,
+    )
     return config_cls(**{k: v for k, v in shared.items() if k in names})
 
 
@@ -147,15 +158,30 @@ def run_one(agent: str, cc: CompareConfig, seed: int) -> RunResult:
 
     cfg = agent_config(agent, cc, seed)
     start = time.perf_counter()
-    summary = train(agent, cfg, logdir=Path(cc.out) / "runs", eval_episodes=cc.eval_episodes,
-                    quiet=True, env_kwargs=cc.env_kwargs or None)
+    summary = train(
+        agent,
+        cfg,
+        logdir=Path(cc.out) / "runs",
+        eval_episodes=cc.eval_episodes,
+        quiet=True,
+        env_kwargs=cc.env_kwargs or None,
+    )
     wall = time.perf_counter() - start
     steps, scores, sps = read_curve(summary["run_dir"])
     after = summary["after"]
-    return RunResult(agent, seed, after["score"]["mean"],
-                     after["gold_score"]["mean"] if "gold_score" in after else math.nan,
-                     after["kl"]["mean"], wall, sps, int(steps[-1]), (steps, scores),
-                     summary["before"], summary["run_dir"])
+    return RunResult(
+        agent,
+        seed,
+        after["score"]["mean"],
+        after["gold_score"]["mean"] if "gold_score" in after else math.nan,
+        after["kl"]["mean"],
+        wall,
+        sps,
+        int(steps[-1]),
+        (steps, scores),
+        summary["before"],
+        summary["run_dir"],
+    )
 
 
 def read_curve(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
@@ -180,11 +206,10 @@ def read_curve(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, float]:
 
 def eval_env_kwargs(cc: CompareConfig) -> dict[str, Any]:
     """The held-out environment of ``train``'s final evaluation, for the best-of-n pool."""
-    spec = gym.spec(cc.env_id)
+    prompts = heldout_prompts(cc.env_id)
     kw: dict[str, Any] = {}
-    if spec.entry_point.endswith(":RLHFEnv"):  # the toy fixes model, prompts and device
-        kw = dict(model=cc.model, device=cc.device,
-                  prompts=f"{spec.kwargs.get('task', 'sentiment')}-eval")
+    if prompts is not None:  # the toy fixes model, prompts and device
+        kw = dict(model=cc.model, device=cc.device, prompts=prompts)
     return {**kw, **cc.env_kwargs}
 
 
@@ -203,20 +228,33 @@ def best_of_n(cc: CompareConfig, seed: int = 20_000) -> list[dict[str, float]]:
     n_prompts = len(envs.unwrapped.episodes.prompts)
     envs.close()
     repeats = -(-cc.eval_episodes // n_prompts)  # ceil
-    runs = [evaluate_best_of_n(cc.env_id, ns=cc.best_of, seed=seed + 7919 * k, **kw)
-            for k in range(repeats)]
+    runs = [
+        evaluate_best_of_n(cc.env_id, ns=cc.best_of, seed=seed + 7919 * k, **kw)
+        for k in range(repeats)
+    ]
     points = []
     for n in cc.best_of:
         golds = [r[n]["gold_score"] for r in runs]
-        points.append({"n": n, "score": float(np.mean([r[n]["score"] for r in runs])),
-                       "gold": math.nan if None in golds else float(np.mean(golds)),
-                       "kl": runs[0][n]["kl"], "prompts": n_prompts * repeats})
+        points.append(
+            {
+                "n": n,
+                "score": float(np.mean([r[n]["score"] for r in runs])),
+                "gold": math.nan if None in golds else float(np.mean(golds)),
+                "kl": runs[0][n]["kl"],
+                "prompts": n_prompts * repeats,
+            }
+        )
     return points
 
 
 # ---------------------------------------------------------------------- the table
-COLUMNS = (("score", "final score"), ("gold", "gold score"), ("kl", "KL"),
-           ("wall_s", "wall time (s)"), ("steps_per_s", "steps/s"))
+COLUMNS = (
+    ("score", "final score"),
+    ("gold", "gold score"),
+    ("kl", "KL"),
+    ("wall_s", "wall time (s)"),
+    ("steps_per_s", "steps/s"),
+)
 
 
 def table_rows(results: list[RunResult], bon: list[dict[str, float]]) -> list[dict[str, Any]]:
@@ -224,24 +262,38 @@ def table_rows(results: list[RunResult], bon: list[dict[str, float]]) -> list[di
     rows = []
     for agent in dict.fromkeys(r.agent for r in results):
         mine = [r for r in results if r.agent == agent]
-        row: dict[str, Any] = {"name": agent, "seeds": len(mine),
-                               "env_steps": int(np.mean([r.env_steps for r in mine]))}
+        row: dict[str, Any] = {
+            "name": agent,
+            "seeds": len(mine),
+            "env_steps": int(np.mean([r.env_steps for r in mine])),
+        }
         for key, _ in COLUMNS:
             vals = np.array([getattr(r, key) for r in mine], dtype=float)
             row[key] = _mean_std(vals)
         rows.append(row)
     refs = [r.reference for r in results if r.reference]
     if refs:
-        row = {"name": "reference", "seeds": len(refs), "env_steps": 0,
-               "score": _mean_std([x["score"]["mean"] for x in refs]),
-               "kl": (0.0, 0.0)}
+        row = {
+            "name": "reference",
+            "seeds": len(refs),
+            "env_steps": 0,
+            "score": _mean_std([x["score"]["mean"] for x in refs]),
+            "kl": (0.0, 0.0),
+        }
         if "gold_score" in refs[0]:
             row["gold"] = _mean_std([x["gold_score"]["mean"] for x in refs])
         rows.append(row)
     for p in bon:
-        rows.append({"name": f"best-of-{p['n']}", "seeds": 1, "env_steps": 0,
-                     "score": (p["score"], math.nan), "gold": (p["gold"], math.nan),
-                     "kl": (p["kl"], math.nan)})
+        rows.append(
+            {
+                "name": f"best-of-{p['n']}",
+                "seeds": 1,
+                "env_steps": 0,
+                "score": (p["score"], math.nan),
+                "gold": (p["gold"], math.nan),
+                "kl": (p["kl"], math.nan),
+            }
+        )
     return rows
 
 
@@ -256,12 +308,24 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> str:
     """Write ``results.csv`` and ``results.md``; return the Markdown text."""
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["name", "seeds", "env_steps",
-                         *[f"{k}_{s}" for k, _ in COLUMNS for s in ("mean", "std")]])
+        writer.writerow(
+            [
+                "name",
+                "seeds",
+                "env_steps",
+                *[f"{k}_{s}" for k, _ in COLUMNS for s in ("mean", "std")],
+            ]
+        )
         for row in rows:
             cells = [c for k, _ in COLUMNS for c in row.get(k, (math.nan, math.nan))]
-            writer.writerow([row["name"], row["seeds"], row["env_steps"],
-                             *["" if math.isnan(c) else f"{c:.6g}" for c in cells]])
+            writer.writerow(
+                [
+                    row["name"],
+                    row["seeds"],
+                    row["env_steps"],
+                    *["" if math.isnan(c) else f"{c:.6g}" for c in cells],
+                ]
+            )
     head = "| | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
     for row in rows:
@@ -283,11 +347,33 @@ def _cell(value: tuple[float, float] | None, key: str) -> str:
 def write_runs(results: list[RunResult], out: Path) -> None:
     with open(out / "runs.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["agent", "seed", "score", "gold", "kl", "wall_s", "steps_per_s",
-                         "env_steps", "run_dir"])
+        writer.writerow(
+            [
+                "agent",
+                "seed",
+                "score",
+                "gold",
+                "kl",
+                "wall_s",
+                "steps_per_s",
+                "env_steps",
+                "run_dir",
+            ]
+        )
         for r in results:
-            writer.writerow([r.agent, r.seed, f"{r.score:.6g}", f"{r.gold:.6g}", f"{r.kl:.6g}",
-                             f"{r.wall_s:.1f}", f"{r.steps_per_s:.1f}", r.env_steps, r.run_dir])
+            writer.writerow(
+                [
+                    r.agent,
+                    r.seed,
+                    f"{r.score:.6g}",
+                    f"{r.gold:.6g}",
+                    f"{r.kl:.6g}",
+                    f"{r.wall_s:.1f}",
+                    f"{r.steps_per_s:.1f}",
+                    r.env_steps,
+                    r.run_dir,
+                ]
+            )
 
 
 # ---------------------------------------------------------------------- the figure
@@ -311,18 +397,45 @@ def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path
         ax_a.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2)
         kl, score = np.array([r.kl for r in mine]), np.array([r.score for r in mine])
         ax_b.scatter(kl, score, color=color, alpha=0.4, s=18)
-        ax_b.errorbar(kl.mean(), score.mean(), xerr=kl.std(), yerr=score.std(), color=color,
-                      marker="o", markersize=8, capsize=3, label=agent)
+        ax_b.errorbar(
+            kl.mean(),
+            score.mean(),
+            xerr=kl.std(),
+            yerr=score.std(),
+            color=color,
+            marker="o",
+            markersize=8,
+            capsize=3,
+            label=agent,
+        )
     if bon:
-        ax_b.plot([p["kl"] for p in bon], [p["score"] for p in bon], "k--", marker="s",
-                  markersize=4, alpha=0.7, label="best-of-n (reference)")
+        ax_b.plot(
+            [p["kl"] for p in bon],
+            [p["score"] for p in bon],
+            "k--",
+            marker="s",
+            markersize=4,
+            alpha=0.7,
+            label="best-of-n (reference)",
+        )
         for p in bon:
-            ax_b.annotate(f"n={p['n']}", (p["kl"], p["score"]), textcoords="offset points",
-                          xytext=(4, -10), fontsize=8)
-    ax_a.set(xlabel="env steps (response tokens)", ylabel="mean score of the rollouts",
-             title="(a) training score")
-    ax_b.set(xlabel="KL(π ‖ π_ref), nats per response", ylabel="held-out mean score",
-             title="(b) reward–KL frontier")
+            ax_b.annotate(
+                f"n={p['n']}",
+                (p["kl"], p["score"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+            )
+    ax_a.set(
+        xlabel="env steps (response tokens)",
+        ylabel="mean score of the rollouts",
+        title="(a) training score",
+    )
+    ax_b.set(
+        xlabel="KL(π ‖ π_ref), nats per response",
+        ylabel="held-out mean score",
+        title="(b) reward–KL frontier",
+    )
     for ax in (ax_a, ax_b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -349,16 +462,22 @@ def compare(cc: CompareConfig, log: Any = print) -> dict[str, Any]:
         for seed in range(cc.seeds):
             log(f"[{agent} seed {seed}] training on {cc.env_id}, {cc.total_episodes} episodes …")
             r = run_one(agent, cc, seed)
-            log(f"[{agent} seed {seed}] score {r.score:+.3f}  KL {r.kl:.3f}  "
-                f"{r.wall_s:.0f}s  {r.steps_per_s:.0f} steps/s")
+            log(
+                f"[{agent} seed {seed}] score {r.score:+.3f}  KL {r.kl:.3f}  "
+                f"{r.wall_s:.0f}s  {r.steps_per_s:.0f} steps/s"
+            )
             results.append(r)
     log(f"best-of-n from the reference (n = {', '.join(map(str, cc.best_of))}) …")
     bon = best_of_n(cc)
     write_runs(results, out)
     table = write_tables(table_rows(results, bon), out)
-    title = (f"{cc.env_id}: {', '.join(cc.agents)}; {cc.total_episodes} episodes per run, "
-             f"{cc.seeds} seed{'s' if cc.seeds > 1 else ''}")
+    title = (
+        f"{cc.env_id}: {', '.join(cc.agents)}; {cc.total_episodes} episodes per run, "
+        f"{cc.seeds} seed{'s' if cc.seeds > 1 else ''}"
+    )
     plot(results, bon, title, out / "compare.png")
-    paths = {name: str(out / name) for name in ("compare.png", "results.csv", "results.md",
-                                                 "runs.csv", "runs")}
+    paths = {
+        name: str(out / name)
+        for name in ("compare.png", "results.csv", "results.md", "runs.csv", "runs")
+    }
     return {"results": results, "best_of": bon, "table": table, "paths": paths}

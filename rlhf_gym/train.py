@@ -25,9 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-
 from rlhf_gym.agents import checkpoint, tags
+from rlhf_gym.agents.common import heldout_prompts
 from rlhf_gym.agents.ppo import PPO, PPOConfig
 from rlhf_gym.agents.soft_q import SoftQ, SoftQConfig
 
@@ -151,9 +150,9 @@ def _evaluate(cfg: Any, policy: Any, episodes: int, env_kwargs: dict[str, Any] |
     from rlhf_gym.evaluate import evaluate
 
     kw = {k: v for k, v in cfg.env_kwargs().items() if k not in ("kl_estimator",)}
-    spec = gym.spec(cfg.env_id)
-    if spec.entry_point.endswith(":RLHFEnv"):
-        kw["prompts"] = f"{spec.kwargs.get('task', 'sentiment')}-eval"
+    prompts = heldout_prompts(cfg.env_id)
+    if prompts is not None:
+        kw["prompts"] = prompts
     kw.update(env_kwargs or {})
     return evaluate(
         cfg.env_id,

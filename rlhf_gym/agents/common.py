@@ -6,7 +6,33 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
+import gymnasium as gym
 import torch
+
+
+def language_model_env(env_id: str) -> bool:
+    """Whether ``env_id`` is an ``RLHFEnv`` id, which takes ``model``, ``max_new_tokens``,
+    ``device`` and ``prompts`` (the toy preset fixes them)."""
+    return gym.spec(env_id).entry_point.endswith(":RLHFEnv")
+
+
+def model_env_kwargs(cfg: Any) -> dict[str, Any]:
+    """``model``, ``max_new_tokens``, ``device`` (and ``dtype`` where the config has one) of an
+    agent config, for the ids that take them; ``{}`` for the toy."""
+    if not language_model_env(cfg.env_id):
+        return {}
+    kw = dict(model=cfg.model, max_new_tokens=cfg.max_new_tokens, device=cfg.device)
+    if hasattr(cfg, "dtype"):
+        kw["dtype"] = cfg.dtype
+    return kw
+
+
+def heldout_prompts(env_id: str) -> str | None:
+    """The built-in held-out prompt set of the id's task (``"sentiment-eval"`` …), or ``None``
+    for ids with fixed prompts (the toy)."""
+    if not language_model_env(env_id):
+        return None
+    return f"{gym.spec(env_id).kwargs.get('task', 'sentiment')}-eval"
 
 
 def config_field(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]

@@ -42,7 +42,7 @@ from torch import nn
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
 from rlhf_gym.agents.common import config_field as _f
-from rlhf_gym.agents.common import gae, masked_mean, whiten
+from rlhf_gym.agents.common import gae, masked_mean, model_env_kwargs, whiten
 from rlhf_gym.envs.policy import LMPolicy
 
 
@@ -106,14 +106,7 @@ class PPOConfig:
         kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator)
         if self.kl_target > 0:
             kw.update(kl_target=self.kl_target, kl_horizon=self.kl_horizon)
-        if gym.spec(self.env_id).entry_point.endswith(":RLHFEnv"):  # the toy fixes these
-            kw.update(
-                model=self.model,
-                max_new_tokens=self.max_new_tokens,
-                device=self.device,
-                dtype=self.dtype,
-            )
-        return kw
+        return {**kw, **model_env_kwargs(self)}
 
 
 @dataclass

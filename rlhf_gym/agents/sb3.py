@@ -62,6 +62,7 @@ from torch import nn
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
 from rlhf_gym.agents.common import config_field as _f
+from rlhf_gym.agents.common import model_env_kwargs
 from rlhf_gym.agents.ppo import make_policy
 from rlhf_gym.envs.lm import DATA_DIR, resolve_model_path
 
@@ -426,10 +427,7 @@ class RLHFInfoCallback(BaseCallback):
 
 def _env_kwargs(cfg: Any, **extra: Any) -> dict[str, Any]:
     """Like :meth:`PPOConfig.env_kwargs`: the toy fixes model, length and device."""
-    kw: dict[str, Any] = dict(kl_coef=cfg.kl_coef, **extra)
-    if gym.spec(cfg.env_id).entry_point.endswith(":RLHFEnv"):
-        kw.update(model=cfg.model, max_new_tokens=cfg.max_new_tokens, device=cfg.device)
-    return kw
+    return {"kl_coef": cfg.kl_coef, **extra, **model_env_kwargs(cfg)}
 
 
 @dataclass

@@ -91,7 +91,7 @@ from torch import nn
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
 from rlhf_gym.agents.common import config_field as _f
-from rlhf_gym.agents.common import masked_mean
+from rlhf_gym.agents.common import masked_mean, model_env_kwargs
 from rlhf_gym.agents.ppo import make_policy
 from rlhf_gym.envs.policy import LMPolicy
 
@@ -167,14 +167,7 @@ class SoftQConfig:
         kw: dict[str, Any] = dict(
             kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, reward_form="ref_logprob"
         )
-        if gym.spec(self.env_id).entry_point.endswith(":RLHFEnv"):  # the toy fixes these
-            kw.update(
-                model=self.model,
-                max_new_tokens=self.max_new_tokens,
-                device=self.device,
-                dtype=self.dtype,
-            )
-        return kw
+        return {**kw, **model_env_kwargs(self)}
 
 
 # ---------------------------------------------------------------------- acting
