@@ -71,8 +71,8 @@ def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
         device=args.device,
         dtype=args.dtype,
     )
-    policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.episodes.pad, seed=0)
-    policy.eos = envs.unwrapped.episodes.eos
+    policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.pad_token_id, seed=0)
+    policy.eos = envs.unwrapped.eos_token_id
     envs.unwrapped.set_policy(policy)
     obs, _ = envs.reset(seed=0)
     sync(policy.lm.device)

@@ -42,9 +42,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import rlhf_gym  # noqa: F401  (registers the ids)
-from rlhf_gym.agents import tags
-from rlhf_gym.agents.common import heldout_prompts
+from rlhf_gym.agents import AGENTS, config_class, tags
+from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.config import heldout_prompts
 
 DEFAULT_AGENTS = ("ppo", "qlearning")
 
@@ -53,35 +53,27 @@ DEFAULT_AGENTS = ("ppo", "qlearning")
 class CompareConfig:
     """What ``rlhf-gym compare`` runs; the defaults fit 15 minutes on 2 CPU cores.
 
-    Attributes:
-        agents: agent names of :data:`rlhf_gym.train.AGENTS`.
-        seeds: runs per agent, seeds ``0 … seeds − 1``.
-        env_id: a registered environment id.
-        total_episodes: the budget: episodes (responses) per run, a multiple of ``num_envs``.
-        num_envs: episodes per rollout / collection round, for every agent.
-        eval_episodes: held-out episodes for each final evaluation.
-        best_of: the ``n`` of the best-of-n reference points.
-        out: output directory.
-        model: policy initialisation and reference (agents whose config has ``model``).
-        device: for every agent and evaluation.
-        env_kwargs: extra ``gym.make_vec`` arguments (tests: a local reward model, prompts).
+    The ``rlhf-gym compare`` options are generated from the fields that have help text.
     """
 
-    agents: tuple[str, ...] = DEFAULT_AGENTS
-    seeds: int = 3
-    env_id: str = "RLHF-v0"
-    total_episodes: int = 2048
-    num_envs: int = 64
-    eval_episodes: int = 128
-    best_of: tuple[int, ...] = (1, 2, 4, 8, 16)
-    out: str | Path = "compare"
-    model: str = "default"
-    device: str = "auto"
+    agents: tuple[str, ...] = _f(
+        DEFAULT_AGENTS, "comma-separated agent names (any that rlhf-gym train --agent takes)"
+    )
+    seeds: int = _f(3, "runs per agent, seeds 0 … seeds − 1")
+    env_id: str = _f("RLHF-v0", "a registered environment id")
+    total_episodes: int = _f(
+        2048, "episodes (responses) per run, the budget: a multiple of --num-envs"
+    )
+    num_envs: int = _f(64, "episodes per rollout / collection round, for every agent")
+    eval_episodes: int = _f(128, "held-out episodes for each final evaluation")
+    best_of: tuple[int, ...] = _f((1, 2, 4, 8, 16), "n of the best-of-n reference points")
+    out: str | Path = _f("compare", "output directory")
+    model: str = _f("default", "policy initialisation and reference (agents that take one)")
+    device: str = _f("auto", "for every agent and evaluation: auto, cpu, cuda, cuda:N or mps")
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra ``gym.make_vec`` arguments (tests: a local reward model, prompts); not an option."""
 
     def __post_init__(self) -> None:
-        from rlhf_gym.train import AGENTS
-
         self.agents = tuple(self.agents)
         if not self.agents:
             raise ValueError(f"--agents is empty; valid agents: {', '.join(sorted(AGENTS))}")
@@ -132,9 +124,7 @@ class RunResult:
 # ---------------------------------------------------------------------- running
 def agent_config(agent: str, cc: CompareConfig, seed: int) -> Any:
     """The agent's own config with the shared settings (env, budget, seed, device, model)."""
-    from rlhf_gym.train import AGENTS
-
-    config_cls = AGENTS[agent][1]
+    config_cls = config_class(agent)
     names = {f.name for f in dataclasses.fields(config_cls)}
     if "total_episodes" not in names:
         raise ValueError(
@@ -213,7 +203,7 @@ def eval_env_kwargs(cc: CompareConfig) -> dict[str, Any]:
     return {**kw, **cc.env_kwargs}
 
 
-def best_of_n(cc: CompareConfig, seed: int = 20_000) -> list[dict[str, float]]:
+def best_of_n_points(cc: CompareConfig, seed: int = 20_000) -> list[dict[str, float]]:
     """Best-of-n from the reference on the held-out prompts, for every ``n`` in ``best_of``.
 
     :func:`rlhf_gym.evaluate.best_of_n` samples ``n`` responses per prompt and keeps the reward
@@ -225,7 +215,7 @@ def best_of_n(cc: CompareConfig, seed: int = 20_000) -> list[dict[str, float]]:
 
     kw = eval_env_kwargs(cc)
     envs = gym.make_vec(cc.env_id, num_envs=1, **kw)
-    n_prompts = len(envs.unwrapped.episodes.prompts)
+    n_prompts = envs.unwrapped.num_prompts
     envs.close()
     repeats = -(-cc.eval_episodes // n_prompts)  # ceil
     runs = [
@@ -329,14 +319,15 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> str:
     head = "| | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
     for row in rows:
-        cells = [_cell(row.get(k), k) for k, _ in COLUMNS]
+        cells = [table_cell(row.get(k), k) for k, _ in COLUMNS]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text
 
 
-def _cell(value: tuple[float, float] | None, key: str) -> str:
+def table_cell(value: tuple[float, float] | None, key: str) -> str:
+    """``mean ± std`` of a table column (``mean`` alone for one-off points, "–" if none)."""
     if value is None or math.isnan(value[0]):
         return "–"
     digits = 0 if key in ("wall_s", "steps_per_s") else 3
@@ -345,6 +336,7 @@ def _cell(value: tuple[float, float] | None, key: str) -> str:
 
 
 def write_runs(results: list[RunResult], out: Path) -> None:
+    """``runs.csv``: one row per agent and seed."""
     with open(out / "runs.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
@@ -387,45 +379,10 @@ def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(12, 4.5))
     agents = list(dict.fromkeys(r.agent for r in results))
     for k, agent in enumerate(agents):
-        color = f"C{k}"
         mine = [r for r in results if r.agent == agent]
-        # the steps every seed covers: from its latest first update to its earliest last one
-        grid = np.linspace(max(r.curve[0][0] for r in mine), min(r.curve[0][-1] for r in mine), 100)
-        ys = np.stack([np.interp(grid, *r.curve) for r in mine])
-        mean, std = ys.mean(0), ys.std(0)
-        ax_a.plot(grid, mean, color=color, label=f"{agent} ({len(mine)} seeds)")
-        ax_a.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2)
-        kl, score = np.array([r.kl for r in mine]), np.array([r.score for r in mine])
-        ax_b.scatter(kl, score, color=color, alpha=0.4, s=18)
-        ax_b.errorbar(
-            kl.mean(),
-            score.mean(),
-            xerr=kl.std(),
-            yerr=score.std(),
-            color=color,
-            marker="o",
-            markersize=8,
-            capsize=3,
-            label=agent,
-        )
+        _plot_agent(ax_a, ax_b, agent, mine, color=f"C{k}")
     if bon:
-        ax_b.plot(
-            [p["kl"] for p in bon],
-            [p["score"] for p in bon],
-            "k--",
-            marker="s",
-            markersize=4,
-            alpha=0.7,
-            label="best-of-n (reference)",
-        )
-        for p in bon:
-            ax_b.annotate(
-                f"n={p['n']}",
-                (p["kl"], p["score"]),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=8,
-            )
+        _plot_best_of_n(ax_b, bon)
     ax_a.set(
         xlabel="env steps (response tokens)",
         ylabel="mean score of the rollouts",
@@ -443,6 +400,50 @@ def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_agent(ax_a: Any, ax_b: Any, agent: str, mine: list[RunResult], color: str) -> None:
+    """One agent's training band on (a) and its runs and mean ± std on (b)."""
+    # the steps every seed covers: from its latest first update to its earliest last one
+    grid = np.linspace(max(r.curve[0][0] for r in mine), min(r.curve[0][-1] for r in mine), 100)
+    ys = np.stack([np.interp(grid, *r.curve) for r in mine])
+    mean, std = ys.mean(0), ys.std(0)
+    ax_a.plot(grid, mean, color=color, label=f"{agent} ({len(mine)} seeds)")
+    ax_a.fill_between(grid, mean - std, mean + std, color=color, alpha=0.2)
+    kl, score = np.array([r.kl for r in mine]), np.array([r.score for r in mine])
+    ax_b.scatter(kl, score, color=color, alpha=0.4, s=18)
+    ax_b.errorbar(
+        kl.mean(),
+        score.mean(),
+        xerr=kl.std(),
+        yerr=score.std(),
+        color=color,
+        marker="o",
+        markersize=8,
+        capsize=3,
+        label=agent,
+    )
+
+
+def _plot_best_of_n(ax: Any, bon: list[dict[str, float]]) -> None:
+    """The best-of-n points from the reference, joined and labelled with n."""
+    ax.plot(
+        [p["kl"] for p in bon],
+        [p["score"] for p in bon],
+        "k--",
+        marker="s",
+        markersize=4,
+        alpha=0.7,
+        label="best-of-n (reference)",
+    )
+    for p in bon:
+        ax.annotate(
+            f"n={p['n']}",
+            (p["kl"], p["score"]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
 
 
 # ---------------------------------------------------------------------- the command
@@ -468,7 +469,7 @@ def compare(cc: CompareConfig, log: Any = print) -> dict[str, Any]:
             )
             results.append(r)
     log(f"best-of-n from the reference (n = {', '.join(map(str, cc.best_of))}) …")
-    bon = best_of_n(cc)
+    bon = best_of_n_points(cc)
     write_runs(results, out)
     table = write_tables(table_rows(results, bon), out)
     title = (

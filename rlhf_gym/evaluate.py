@@ -12,68 +12,109 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from transformers import AutoModelForCausalLM
 
-import rlhf_gym  # noqa: F401  (registers the ids)
+from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.config import heldout_prompts
+from rlhf_gym.agents.episodes import EpisodeStats, first_episodes, row_info
 from rlhf_gym.envs.policy import LMPolicy, ReferencePolicy
+
+EvalResult = EpisodeStats
+"""What :func:`evaluate` returns: per-episode values, ``summary()`` and a few samples."""
 
 
 @dataclass
-class EvalResult:
-    """Per-episode values and a few sample completions ``(prompt, response, score)``."""
+class EvalConfig:
+    """What ``rlhf-gym eval`` measures (its options are generated from these fields)."""
 
-    scores: list[float] = field(default_factory=list)
-    gold_scores: list[float] = field(default_factory=list)
-    kls: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    samples: list[tuple[str, str, float]] = field(default_factory=list)
+    env_id: str = _f("RLHF-v0", "a registered environment id")
+    policy: str | None = _f(None, "policy model directory (default: the reference model)")
+    prompts: str | None = _f(None, "prompt set name or file (default: the task's held-out set)")
+    episodes: int = _f(256, "episodes to evaluate (prompts are visited in order)")
+    num_envs: int = _f(32, "episodes run side by side")
+    seed: int = _f(0, "seed of the sampling")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
+    best_of: tuple[int, ...] = _f((1, 2, 4, 8, 16), "best-of-n baseline sizes ('' to skip)")
 
-    def summary(self) -> dict[str, Any]:
-        """Mean and standard deviation of each quantity."""
-        out: dict[str, Any] = {"episodes": len(self.scores)}
-        for name, values in (
-            ("score", self.scores),
-            ("gold_score", self.gold_scores),
-            ("kl", self.kls),
-            ("response_length", self.lengths),
-        ):
-            if values:
-                out[name] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
-        return out
+    def env_kwargs(self) -> dict[str, Any]:
+        """``device`` and the prompts (default: the task's held-out set); the toy fixes both."""
+        heldout = heldout_prompts(self.env_id)
+        kwargs: dict[str, Any] = {"device": self.device} if heldout is not None else {}
+        if self.prompts is not None or heldout is not None:
+            kwargs["prompts"] = self.prompts if self.prompts is not None else heldout
+        return kwargs
 
 
-def first_episodes(envs: Any, acting: Any, prompt_index: Sequence[int], seed: int) -> list[dict]:
-    """Run every row of ``envs`` through one episode on the given prompts; its final infos.
+def run(cfg: EvalConfig) -> dict[str, Any]:
+    """``rlhf-gym eval``: the policy's summary, samples and the best-of-n baseline."""
+    if any(not (isinstance(n, int) and n >= 1) for n in cfg.best_of):
+        raise ValueError(f"best_of must be positive integers, got {cfg.best_of!r}")
+    kwargs = cfg.env_kwargs()
+    result = evaluate(
+        cfg.env_id,
+        policy=cfg.policy,
+        episodes=cfg.episodes,
+        seed=cfg.seed,
+        num_envs=cfg.num_envs,
+        **kwargs,
+    )
+    bon = best_of_n(cfg.env_id, ns=cfg.best_of, seed=cfg.seed, **kwargs) if cfg.best_of else {}
+    return {
+        **result.summary(),
+        "samples": result.samples,
+        "best_of_n": {str(n): v for n, v in bon.items()},
+    }
 
-    Rows that finish early are reset by the vector env's autoreset and keep acting until the
-    slowest row ends; what they do then is not recorded.
-    """
-    B = envs.num_envs
+
+def report(cfg: EvalConfig, out: dict[str, Any]) -> str:
+    """The text ``rlhf-gym eval`` prints for :func:`run`'s result."""
+    who = cfg.policy or "the reference model"
+    prompts = cfg.env_kwargs().get("prompts")
+    lines = [
+        f"{cfg.env_id}, {who}, {out['episodes']} episodes on prompts {prompts!r}, seed {cfg.seed}"
+    ]
+    for name in ("score", "gold_score", "kl", "response_length"):
+        if name in out:
+            s = out[name]
+            lines.append(f"  {name:<16} mean {s['mean']:+.3f}   std {s['std']:.3f}")
+    if out["best_of_n"]:
+        lines.append(
+            "best-of-n from the reference (per prompt, the reward model's favourite of n):"
+        )
+        lines.append(f"  {'n':>3} {'score':>8} {'gold':>8} {'KL bound':>9}")
+        for n, v in out["best_of_n"].items():
+            gold = f"{v['gold_score']:+8.3f}" if v["gold_score"] is not None else f"{'-':>8}"
+            lines.append(f"  {n:>3} {v['score']:+8.3f} {gold} {v['kl']:9.3f}")
+    lines.append("samples:")
+    lines += [f"  [{score:+.2f}] {prompt}|{response}" for prompt, response, score in out["samples"]]
+    return "\n".join(lines)
+
+
+def final_infos(envs: Any, acting: Any, prompt_index: Sequence[int], seed: int) -> list[dict]:
+    """Run every row of ``envs`` through one episode on the given prompts; its final infos."""
     envs.unwrapped.set_policy(acting)  # the env's KL term reads the acting distribution
-    obs, _ = envs.reset(seed=seed, options={"prompt_index": list(prompt_index)})
-    results: list[dict | None] = [None] * B
-    keys = ("score", "gold_score", "kl_sum", "response_length", "prompt_text", "response_text")
-    while any(r is None for r in results):
-        obs, _, term, _, info = envs.step(acting.act(obs))
-        for i in np.flatnonzero(term):
-            if results[i] is None:
-                results[i] = {k: info[k][i] for k in keys if k in info}
-    return results  # type: ignore[return-value]
+    finals: list[dict] = [{} for _ in range(envs.num_envs)]
+    options = {"prompt_index": list(prompt_index)}
+    for step in first_episodes(envs, acting.act, seed, options):
+        for i in step.finished:
+            finals[i] = row_info(step.info, i)
+    return finals
 
 
 def _acting(envs: Any, policy: Any, temperature: float, seed: int) -> Any:
-    core = envs.unwrapped.episodes
+    env = envs.unwrapped
     if policy is None:
-        return ReferencePolicy(envs.unwrapped, temperature=temperature, seed=seed)
+        return ReferencePolicy(env, temperature=temperature, seed=seed)
     if isinstance(policy, str):
+        from transformers import AutoModelForCausalLM
+
         policy = AutoModelForCausalLM.from_pretrained(policy)
-    policy.to(core.reference.device)
-    return LMPolicy(policy, envs.num_envs, temperature, pad_token_id=core.pad, seed=seed)
+    policy.to(env.device)
+    return LMPolicy(policy, envs.num_envs, temperature, pad_token_id=env.pad_token_id, seed=seed)
 
 
 def evaluate(
@@ -85,27 +126,20 @@ def evaluate(
     temperature: float = 1.0,
     n_samples: int = 5,
     **env_kwargs: Any,
-) -> EvalResult:
+) -> EpisodeStats:
     """Run ``episodes`` episodes with ``policy`` (``None``: the reference; a model directory;
     or a loaded causal LM); KL is the exact per-sequence KL (``kl_estimator="full"``)."""
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env_kwargs["kl_estimator"] = "full"
     envs = gym.make_vec(env_id, num_envs=min(num_envs, episodes), **env_kwargs)
-    n_prompts = len(envs.unwrapped.episodes.prompts)
+    n_prompts = envs.unwrapped.num_prompts
     acting = _acting(envs, policy, temperature, seed)
-    result = EvalResult()
+    result = EpisodeStats(max_samples=n_samples)
     for start in range(0, episodes, envs.num_envs):
         index = [(start + i) % n_prompts for i in range(envs.num_envs)]
-        for info in first_episodes(envs, acting, index, seed + start)[: episodes - start]:
-            result.scores.append(float(info["score"]))
-            result.kls.append(float(info["kl_sum"]))
-            result.lengths.append(int(info["response_length"]))
-            if "gold_score" in info:
-                result.gold_scores.append(float(info["gold_score"]))
-            if len(result.samples) < n_samples:
-                sample = (str(info["prompt_text"]), str(info["response_text"]), result.scores[-1])
-                result.samples.append(sample)
+        for info in final_infos(envs, acting, index, seed + start)[: episodes - start]:
+            result.add(info)
     envs.close()
     return result
 
@@ -128,13 +162,13 @@ def best_of_n(
     per_chunk = max(1, num_envs // n_max)
     envs = gym.make_vec(env_id, num_envs=per_chunk * n_max, **env_kwargs)
     acting = ReferencePolicy(envs.unwrapped, seed=seed)
-    n_prompts = len(envs.unwrapped.episodes.prompts)
+    n_prompts = envs.unwrapped.num_prompts
     if prompts_limit is not None:
         n_prompts = min(n_prompts, prompts_limit)
     scores, gold = [], []
     for start in range(0, n_prompts, per_chunk):
         index = [min(start + i // n_max, n_prompts - 1) for i in range(envs.num_envs)]
-        infos = first_episodes(envs, acting, index, seed + start)
+        infos = final_infos(envs, acting, index, seed + start)
         for j in range(min(per_chunk, n_prompts - start)):
             rows = infos[j * n_max : (j + 1) * n_max]
             scores.append([float(r["score"]) for r in rows])

@@ -31,3 +31,25 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"))
+
+
+TINY_PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
+
+
+@pytest.fixture
+def tiny_kw(tiny_lm_dir: Path, tiny_rm_dir: Path):
+    """``gym.make``/``RLHFEnv`` arguments for the tiny local models: ``tiny_kw(**overrides)``."""
+
+    def make(**overrides):
+        base = dict(
+            model=str(tiny_lm_dir),
+            reward_model=str(tiny_rm_dir),
+            prompts=TINY_PROMPTS,
+            gold="none",
+            max_new_tokens=6,
+            max_prompt_tokens=8,
+            device="cpu",
+        )
+        return {**base, **overrides}
+
+    return make

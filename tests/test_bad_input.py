@@ -15,16 +15,8 @@ PROMPTS = ["the movie was", "a wonderful film"]
 
 
 @pytest.fixture
-def kw(tiny_lm_dir, tiny_rm_dir):
-    return dict(
-        model=str(tiny_lm_dir),
-        reward_model=str(tiny_rm_dir),
-        prompts=PROMPTS,
-        gold="none",
-        max_new_tokens=4,
-        max_prompt_tokens=8,
-        device="cpu",
-    )
+def kw(tiny_kw):
+    return tiny_kw(prompts=PROMPTS, max_new_tokens=4)
 
 
 @pytest.fixture
@@ -136,7 +128,7 @@ def test_prompt_files(kw, tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('"plain string"\n\n{"prompt": "from object"}\n')
     env = RLHFEnv(**{**kw, "prompts": str(good), "max_prompt_tokens": 32})
-    assert {p.text for p in env.episodes.prompts} == {"plain string", "from object"}
+    assert set(env.prompts) == {"plain string", "from object"}
 
 
 def test_long_prompt_is_truncated_and_flagged(kw):

@@ -14,8 +14,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from rlhf_gym import build_default
-from rlhf_gym.corpus import TASKS, make_task_corpus
+from rlhf_gym.embedded import build as build_default
+from rlhf_gym.embedded.corpus import TASKS, make_task_corpus
 
 MODEL_DIRS = ("lm", "reward-sentiment", "reward-harmless")
 PROMPT_FILES = tuple(f"{task}-{split}.txt" for task in TASKS for split in ("train", "eval"))

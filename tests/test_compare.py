@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlhf_gym.cli import main
-from rlhf_gym.compare import CompareConfig, best_of_n, compare, read_curve
+from rlhf_gym.compare import CompareConfig, best_of_n_points, compare, read_curve
 from rlhf_gym.train import AGENTS
 
 PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
@@ -76,7 +76,7 @@ def test_compare_on_tiny_hf_models_has_gold_scores(tmp_path, tiny_lm_dir, tiny_r
 
 def test_best_of_n_points(tmp_path):
     cc = CompareConfig(env_id="RLHFToy-v0", eval_episodes=64, best_of=(1, 2, 8), out=tmp_path)
-    points = best_of_n(cc)
+    points = best_of_n_points(cc)
     assert [p["n"] for p in points] == [1, 2, 8]
     scores = [p["score"] for p in points]
     assert scores[0] < scores[1] < scores[2]
@@ -114,7 +114,10 @@ def test_an_agent_config_without_a_budget_is_refused(monkeypatch, tmp_path):
         env_id: str = "RLHFToy-v0"
         seed: int = 0
 
-    monkeypatch.setitem(train_mod.AGENTS, "nobudget", (object, NoBudget))
+    class NoBudgetAgent:
+        config_class = NoBudget
+
+    monkeypatch.setitem(train_mod.AGENTS, "nobudget", NoBudgetAgent)
     cc = CompareConfig(env_id="RLHFToy-v0", agents=("nobudget",), out=tmp_path)
     with pytest.raises(ValueError, match="no total_episodes field"):
         agent_config("nobudget", cc, 0)

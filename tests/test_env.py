@@ -19,16 +19,8 @@ PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i f
 
 
 @pytest.fixture
-def kw(tiny_lm_dir, tiny_rm_dir):
-    return dict(
-        model=str(tiny_lm_dir),
-        reward_model=str(tiny_rm_dir),
-        prompts=PROMPTS,
-        gold="none",
-        max_new_tokens=6,
-        max_prompt_tokens=8,
-        device="cpu",
-    )
+def kw(tiny_kw):
+    return tiny_kw(prompts=PROMPTS)
 
 
 def rollout(env, actions, seed):

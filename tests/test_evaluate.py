@@ -16,9 +16,8 @@ PROMPTS = ["the movie was", "i did not like", "a wonderful film"]
 
 
 @pytest.fixture
-def kw(tiny_lm_dir, tiny_rm_dir):
-    return dict(model=str(tiny_lm_dir), reward_model=str(tiny_rm_dir), prompts=PROMPTS,
-                gold="sentiment", max_new_tokens=6, device="cpu")
+def kw(tiny_kw):
+    return tiny_kw(prompts=PROMPTS, gold="sentiment", max_prompt_tokens=32)
 
 
 def test_reference_has_zero_kl_and_a_perturbed_policy_does_not(kw, tiny_lm_dir):

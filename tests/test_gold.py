@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlhf_gym.corpus import generate_documents
+from rlhf_gym.embedded.corpus import generate_documents
 from rlhf_gym.envs.gold import GOLD_LABELERS, harmless_gold, reader_quality, sentiment_gold
 
 REVIEW = "This movie was"

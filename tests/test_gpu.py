@@ -17,9 +17,8 @@ PROMPTS = ["the movie was", "i did not like", "a wonderful film"]
 
 
 @pytest.fixture
-def kw(tiny_lm_dir, tiny_rm_dir):
-    return dict(model=str(tiny_lm_dir), reward_model=str(tiny_rm_dir), prompts=PROMPTS,
-                gold="none", max_new_tokens=6, max_prompt_tokens=8, device="cuda")
+def kw(tiny_kw):
+    return tiny_kw(prompts=PROMPTS, device="cuda")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -93,7 +93,7 @@ def test_sb3_ppo_on_rlhf_v0_changes_the_weights_and_sees_the_kl(tiny_kwargs):
     changed = [not torch.equal(a, b) for a, b in zip(before, after, strict=True)]
     assert all(changed)  # every LM weight (body and head) is trained
     assert kls and max(kls) > 0  # exact KL of the moved policy: the env saw π, not π_ref
-    assert env.unwrapped.episodes.policy is None  # detached after learn
+    assert env.unwrapped.policy is None  # detached after learn
 
 
 def test_plain_multiinput_ppo_runs_and_its_kl(tiny_kwargs):

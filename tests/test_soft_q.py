@@ -58,8 +58,7 @@ def test_soft_lambda_returns_by_hand():
 def test_reference_initialisation_starts_at_q_zero(tiny_lm_dir, tiny_env_kwargs):
     """θ = reference ⇒ Q° = Q − β·log π_ref = 0 and V = 0: the residual is the score alone."""
     agent = SoftQ(tiny_config(tiny_lm_dir), env_kwargs=tiny_env_kwargs)
-    agent.collect()
-    batch = make_batch(list(agent.buffer), agent.core.pad, agent.device)
+    batch = make_batch(agent.collect().episodes, agent.env.pad_token_id, agent.device)
     beta, m = agent.cfg.kl_coef, batch.response_mask
     with torch.no_grad():
         f = agent.response_logits(agent.policy, batch)  # (n, L, V)
@@ -109,7 +108,7 @@ def test_beta_gen_one_is_the_lm_and_in_between_interpolates(tiny_lm_dir, tiny_en
     env = gym.make_vec("RLHF-v0", num_envs=2, model=str(tiny_lm_dir), max_new_tokens=6,
                        device="cpu", **tiny_env_kwargs)
     obs, _ = env.reset(seed=0)
-    ref = env.unwrapped.episodes.reference.logits.log_softmax(-1)
+    ref = env.unwrapped.reference_logits.log_softmax(-1)
     out = {g: SoftQPolicy(agent.policy, env.unwrapped, beta_gen=g).action_logits(obs)
            .log_softmax(-1) for g in (0.5, 1.0, 2.0)}
     own = SoftQPolicy(agent.policy, env.unwrapped).lm.action_logits(obs).log_softmax(-1)

@@ -44,7 +44,7 @@ def save(run_dir: Path, agent: Any) -> Path:
     final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     agent.policy.save_pretrained(tmp / "policy")
-    agent.core.tokenizer.save_pretrained(tmp / "policy")
+    agent.env.tokenizer.save_pretrained(tmp / "policy")
     torch.save(agent.state_dict(), tmp / "trainer_state.pt")
     meta = {
         "agent": agent.agent_name,

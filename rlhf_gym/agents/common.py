@@ -1,43 +1,9 @@
-"""Shared by the agents: masked statistics, whitening and GAE (pure math, unit-tested), and
-the config-field helper whose help text the CLI reads."""
+"""Pure math the agents share: masked statistics, whitening and GAE (unit-tested against
+hand-computed values in ``tests/test_agent_math.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import field
-from typing import Any
-
-import gymnasium as gym
 import torch
-
-
-def language_model_env(env_id: str) -> bool:
-    """Whether ``env_id`` is an ``RLHFEnv`` id, which takes ``model``, ``max_new_tokens``,
-    ``device`` and ``prompts`` (the toy preset fixes them)."""
-    return gym.spec(env_id).entry_point.endswith(":RLHFEnv")
-
-
-def model_env_kwargs(cfg: Any) -> dict[str, Any]:
-    """``model``, ``max_new_tokens``, ``device`` (and ``dtype`` where the config has one) of an
-    agent config, for the ids that take them; ``{}`` for the toy."""
-    if not language_model_env(cfg.env_id):
-        return {}
-    kw = dict(model=cfg.model, max_new_tokens=cfg.max_new_tokens, device=cfg.device)
-    if hasattr(cfg, "dtype"):
-        kw["dtype"] = cfg.dtype
-    return kw
-
-
-def heldout_prompts(env_id: str) -> str | None:
-    """The built-in held-out prompt set of the id's task (``"sentiment-eval"`` …), or ``None``
-    for ids with fixed prompts (the toy)."""
-    if not language_model_env(env_id):
-        return None
-    return f"{gym.spec(env_id).kwargs.get('task', 'sentiment')}-eval"
-
-
-def config_field(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
-    """A config dataclass field with its ``--help`` text (``rlhf-gym train`` generates options)."""
-    return field(default=default, metadata={"help": help})
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,16 +18,10 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """``(x − mean) / std`` over the masked entries; padding stays 0.
-
-    ``shift_mean=False`` only rescales (used for rewards in some recipes).
-    """
+def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(x − mean) / std`` over the masked entries; padding stays 0."""
     mean, var = masked_mean(x, mask), masked_var(x, mask)
-    out = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return out * mask
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
 def gae(

@@ -13,10 +13,16 @@ The loop reads top to bottom, one function per phase:
    threshold that skips runaway minibatches, and a NaN guard.
 3. :meth:`PPO.log`: TensorBoard scalars named in :mod:`rlhf_gym.agents.tags`.
 
-Details that keep the KL honest (field notes): pure categorical sampling at ``temperature``
-with ``logits / temperature`` for every log-probability, dropout off (the models stay in eval
-mode while training), pad distinct from EOS, masks on every forward pass. Test invariant: the
+Details that keep the KL honest (``docs/design.md``, "Agents"): pure categorical sampling at
+``temperature`` with ``logits / temperature`` for every log-probability (top-k/top-p would make
+the sampled distribution differ from the one the KL is computed from), dropout off (the models
+stay in eval mode while training: dropout makes log-probabilities random, a classic cause of
+negative KL estimates), pad distinct from EOS, masks on every forward pass. Test invariant: the
 first minibatch of the first epoch has ratio exactly 1, approx-KL 0 and clip fraction 0.
+
+The outer loop (collect → update → log, counting, callbacks) is :func:`.loop.train`; what
+every agent shares (config fields, episode summaries, TensorBoard writing, the policy
+copy) lives in the small modules beside this one.
 
 Example:
     >>> from rlhf_gym.agents.ppo import PPO, PPOConfig
@@ -29,8 +35,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,22 +43,31 @@ import numpy as np
 import torch
 from torch import nn
 
-import rlhf_gym  # noqa: F401  (registers the ids)
-from rlhf_gym.agents import tags
-from rlhf_gym.agents.common import config_field as _f
-from rlhf_gym.agents.common import gae, masked_mean, model_env_kwargs, whiten
+from rlhf_gym.agents import logs, loop, tags
+from rlhf_gym.agents.common import gae, masked_mean, whiten
+from rlhf_gym.agents.config import AgentConfig, positive_ints
+from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.episodes import (
+    EpisodeStats,
+    first_episodes,
+    pad_episodes,
+    real_tokens,
+    row_info,
+)
+from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs.policy import LMPolicy
 
 
 @dataclass
-class PPOConfig:
-    """Every knob of :class:`PPO`; the ``rlhf-gym train`` options are generated from it."""
+class PPOConfig(AgentConfig):
+    """Every knob of :class:`PPO`; the ``rlhf-gym train`` options are generated from it.
 
-    env_id: str = _f("RLHF-v0", "registered environment id")
-    model: str = _f("default", "policy initialisation and reference: a name or path")
+    The shared fields (environment, model, seed, budget, ``kl_coef`` …) are
+    :class:`~rlhf_gym.agents.config.AgentConfig`'s.
+    """
+
     seed: int = _f(0, "seed of prompts, sampling and minibatch order")
-    total_episodes: int = _f(4096, "episodes (responses) to train on")
-    num_envs: int = _f(64, "episodes per rollout (the vector env's batch size B)")
+    kl_coef: float = _f(0.05, "KL coefficient β (initial β when kl_target is set)")
     learning_rate: float = _f(1e-4, "Adam learning rate (tiny default LM; 1e-5 for GPT-2-small)")
     temperature: float = _f(1.0, "sampling temperature, used for every log-probability")
     ppo_epochs: int = _f(4, "passes over each rollout")
@@ -70,19 +83,12 @@ class PPOConfig:
     ratio_threshold: float = _f(10.0, "skip a minibatch whose mean ratio exceeds this (TRL)")
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of a response with no EOS")
     critic: str = _f("value_head", "'value_head' (zero-init, on the policy) or 'reward_model'")
-    kl_coef: float = _f(0.05, "KL coefficient β (initial β when kl_target is set)")
-    kl_estimator: str = _f("k1", "per-token KL estimator in the env: k1, k3 or full")
     kl_target: float = _f(0.0, "adaptive KL target in nats per sequence (0: fixed β)")
     kl_horizon: int = _f(10_000, "adaptive KL horizon in episodes")
-    max_new_tokens: int = _f(32, "response length limit")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    dtype: str = _f("float32", "model dtype: float32, bfloat16 or float16")
-    checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
 
-    def __post_init__(self) -> None:
-        for name in ("total_episodes", "num_envs", "ppo_epochs", "num_minibatches"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    def validate(self) -> None:
+        super().validate()
+        positive_ints(self, "ppo_epochs", "num_minibatches")
         if self.num_envs % self.num_minibatches:
             raise ValueError(
                 f"num_envs={self.num_envs} must be divisible by "
@@ -94,19 +100,16 @@ class PPOConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     @property
-    def num_updates(self) -> int:
-        return max(1, self.total_episodes // self.num_envs)
-
-    @property
     def minibatch_size(self) -> int:
+        """Episodes per minibatch: ``num_envs // num_minibatches``."""
         return self.num_envs // self.num_minibatches
 
     def env_kwargs(self) -> dict[str, Any]:
-        """The ``gym.make_vec`` keyword arguments this config implies."""
-        kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator)
+        """The ``gym.make_vec`` keyword arguments: the shared ones and the adaptive KL target."""
+        kw = super().env_kwargs()
         if self.kl_target > 0:
             kw.update(kl_target=self.kl_target, kl_horizon=self.kl_horizon)
-        return {**kw, **model_env_kwargs(self)}
+        return kw
 
 
 @dataclass
@@ -118,11 +121,13 @@ class Rollout:
     response_mask: torch.Tensor  # (B, L) 1 on response tokens
     logprobs: torch.Tensor  # (B, L) log π at sampling time (tempered)
     rewards: torch.Tensor  # (B, L) the env's per-token rewards
-    scores: np.ndarray  # (B,)
-    kls: np.ndarray  # (B,) per-sequence KL
-    gold: np.ndarray | None
-    texts: list[tuple[str, str, float]]  # (prompt, response, score)
-    kl_coef: float
+    episodes: EpisodeStats  # score, KL, gold, texts of each row's episode, in row order
+    kl_coef: float  # β in force after the rollout
+
+    @property
+    def tokens(self) -> int:
+        """Response tokens in the rollout (environment steps)."""
+        return int(self.response_mask.sum())
 
 
 class ValueHead(nn.Module):
@@ -135,110 +140,84 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``(..., H)`` hidden states to ``(...)`` values."""
         return self.linear(h).squeeze(-1)
 
 
 class PPO:
-    """Token-level PPO; ``train()`` runs ``config.num_updates`` collect/update/log cycles."""
+    """Token-level PPO; ``train()`` runs ``config.num_updates`` collect/update/log cycles.
+
+    Args:
+        config: the settings.
+        writer: a TensorBoard ``SummaryWriter``, or ``None`` to write nothing.
+        env_kwargs: extra ``gym.make_vec`` arguments (a reward model path, a prompt file …).
+    """
 
     agent_name = "ppo"
+    config_class = PPOConfig
 
     def __init__(
         self, config: PPOConfig, writer: Any = None, env_kwargs: dict[str, Any] | None = None
     ) -> None:
-        """``writer``: a TensorBoard ``SummaryWriter`` or ``None``; ``env_kwargs``: extra
-        ``gym.make_vec`` arguments (a reward model path, a prompt file …)."""
         self.cfg, self.writer = config, writer
         torch.manual_seed(config.seed)
         kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
         self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
-        self.core = self.envs.unwrapped.episodes
-        self.device = self.core.reference.device
-        self.policy = make_policy(self.core).to(self.device)
-        self.policy.eval()  # dropout off, also while training (field notes)
+        self.env = self.envs.unwrapped  # its public surface: vocab_size, kl_coef, …
+        self.device = self.env.device
+        self.policy = make_policy(self.env).to(self.device)
+        self.policy.eval()  # dropout off, also while training (module docstring)
         self.policy.requires_grad_(True)
-        self.critic = make_critic(config.critic, self.policy, self.core).to(self.device)
+        self.critic = make_critic(config.critic, self.policy, self.env).to(self.device)
         params = [*self.policy.parameters(), *self.critic.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
         self.sampler = LMPolicy(
             self.policy,
             config.num_envs,
             config.temperature,
-            pad_token_id=self.core.pad,
+            pad_token_id=self.env.pad_token_id,
             seed=config.seed,
         )
-        self.envs.unwrapped.set_policy(self.sampler)  # the env reads the logits we sampled from
+        self.env.set_policy(self.sampler)  # the env reads the logits we sampled from
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
 
     # ------------------------------------------------------------------ 1. collect
     @torch.no_grad()
     def collect(self) -> Rollout:
+        """One episode in each of the ``B`` rows, sampled from the current policy."""
         cfg, B = self.cfg, self.cfg.num_envs
         self.sampler.reset()  # the weights changed since the last rollout: its KV cache is stale
-        obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.update_idx * B)
-        prompts = [obs["input_ids"][i, : obs["attention_mask"][i].sum()].tolist() for i in range(B)]
+        prompts: list[list[int]] = [[] for _ in range(B)]
         acts: list[list[int]] = [[] for _ in range(B)]
         logps: list[list[float]] = [[] for _ in range(B)]
         rews: list[list[float]] = [[] for _ in range(B)]
-        done = np.zeros(B, dtype=bool)
-        scores, kls, gold = np.zeros(B), np.zeros(B), np.full(B, np.nan)
-        texts: list[tuple[str, str, float]] = [("", "", 0.0)] * B
-        while not done.all():
-            logits = self.sampler.action_logits(obs)  # (B, V), already / temperature
-            actions = self.sampler.act(obs)
-            logp = logits.log_softmax(-1).gather(
-                1, torch.as_tensor(actions, device=logits.device)[:, None]
-            )
-            obs, reward, term, _, info = self.envs.step(actions)
-            for i in np.flatnonzero(~done):
-                acts[i].append(int(actions[i]))
-                logps[i].append(float(logp[i, 0]))
-                rews[i].append(float(reward[i]))
-                if term[i]:
-                    scores[i], kls[i] = info["score"][i], info["kl_sum"][i]
-                    if "gold_score" in info:
-                        gold[i] = info["gold_score"][i]
-                    texts[i] = (
-                        str(info["prompt_text"][i]),
-                        str(info["response_text"][i]),
-                        float(scores[i]),
-                    )
-            done |= term
+        finals: list[dict[str, Any]] = [{} for _ in range(B)]
+        seed = cfg.seed * 1_000_003 + self.update_idx * B
+        for step in first_episodes(self.envs, self.sampler.act, seed):
+            logits = self.sampler.action_logits(step.obs)  # (B, V) sampled from, / temperature
+            chosen = torch.as_tensor(step.actions, device=logits.device)[:, None]
+            logp = logits.log_softmax(-1).gather(1, chosen)[:, 0].cpu()  # (B,)
+            for i in step.rows:
+                if not acts[i]:
+                    prompts[i] = real_tokens(step.obs, i)  # the state before the first action
+                acts[i].append(int(step.actions[i]))
+                logps[i].append(float(logp[i]))
+                rews[i].append(float(step.rewards[i]))
+            for i in step.finished:
+                finals[i] = row_info(step.info, i)
         if cfg.missing_eos_penalty:
             for i in range(B):
-                if acts[i][-1] != self.core.eos:
+                if acts[i][-1] != self.env.eos_token_id:
                     rews[i][-1] -= cfg.missing_eos_penalty
-        return self._pad(
-            prompts, acts, logps, rews, scores, kls, None if np.isnan(gold).all() else gold, texts
-        )
-
-    def _pad(self, prompts, acts, logps, rews, scores, kls, gold, texts) -> Rollout:
-        B, P, L = len(prompts), max(map(len, prompts)), max(map(len, acts))
-        ids = torch.full((B, P + L), self.core.pad, dtype=torch.long)
-        mask = torch.zeros((B, P + L), dtype=torch.long)
-        resp_mask, logp, rew = (torch.zeros(B, L) for _ in range(3))
-        for i in range(B):
-            p, n = len(prompts[i]), len(acts[i])
-            ids[i, P - p : P], mask[i, P - p : P] = torch.tensor(prompts[i]), 1
-            ids[i, P : P + n], mask[i, P : P + n] = torch.tensor(acts[i]), 1
-            resp_mask[i, :n], logp[i, :n], rew[i, :n] = (
-                1,
-                torch.tensor(logps[i]),
-                torch.tensor(rews[i], dtype=torch.float32),
-            )
+        episodes = EpisodeStats()
+        for info in finals:
+            episodes.add(info)
+        ids, mask, per_token = pad_episodes(prompts, acts, self.env.pad_token_id, logps, rews)
+        response_mask, logprobs, rewards = per_token.to(self.device)
         dev = self.device
         return Rollout(
-            ids.to(dev),
-            mask.to(dev),
-            resp_mask.to(dev),
-            logp.to(dev),
-            rew.to(dev),
-            scores,
-            kls,
-            gold,
-            texts,
-            float(self.core.scoring.coef),
+            ids.to(dev), mask.to(dev), response_mask, logprobs, rewards, episodes, self.env.kl_coef
         )
 
     # ------------------------------------------------------------------ 2. update
@@ -348,52 +327,27 @@ class PPO:
 
     # ------------------------------------------------------------------ 3. log
     def log(self, ro: Rollout, stats: dict[str, float], sps: float) -> dict[str, float]:
+        """Add the rollout's objective scalars to the update's ``stats``; write TensorBoard."""
         stats = {
             **stats,
-            tags.SCORES: float(np.mean(ro.scores)),
-            tags.KL: float(np.mean(ro.kls)),
-            tags.RLHF_REWARD: float(np.mean(ro.scores - ro.kl_coef * ro.kls)),
-            tags.KL_COEF: ro.kl_coef,
-            tags.RESPONSE_LENGTH: float(ro.response_mask.sum(1).mean()),
+            **ro.episodes.scalars(ro.kl_coef),
             tags.STEPS_PER_SECOND: sps,
             tags.EPISODES: float(self.episodes_seen),
         }
-        if ro.gold is not None:
-            stats[tags.GOLD_SCORES] = float(np.nanmean(ro.gold))
-        if self.writer is not None:
-            for key, value in stats.items():
-                self.writer.add_scalar(key, value, self.episodes_seen)
-            if self.update_idx % 10 == 1 or self.update_idx == self.cfg.num_updates:
-                rows = "\n".join(f"| {p} | {r} | {s:+.2f} |" for p, r, s in ro.texts[:8])
-                self.writer.add_text(
-                    tags.SAMPLES,
-                    "| prompt | response | score |\n|---|---|---|\n" + rows.replace("\n\n", " "),
-                    self.episodes_seen,
-                )
+        logs.write_update(
+            self.writer,
+            stats,
+            self.episodes_seen,
+            ro.episodes.samples,
+            self.update_idx,
+            self.cfg.num_updates,
+        )
         return stats
 
-    def train(
-        self, callback: Callable[[PPO, dict[str, float]], None] | None = None
-    ) -> dict[str, float]:
-        """Run the remaining updates, calling ``callback(agent, stats)`` after each.
-
-        Returns the last update's stats.
-        """
-        if self.writer is not None and self.update_idx == 0:
-            table = "\n".join(f"|{k}|{v}|" for k, v in asdict(self.cfg).items())
-            self.writer.add_text(tags.HYPERPARAMETERS, "|param|value|\n|-|-|\n" + table)
-        stats: dict[str, float] = {}
-        while self.update_idx < self.cfg.num_updates:
-            start = time.perf_counter()
-            ro = self.collect()
-            update_stats = self.update(ro)
-            self.update_idx += 1
-            self.episodes_seen += self.cfg.num_envs
-            tokens = float(ro.response_mask.sum())
-            stats = self.log(ro, update_stats, tokens / (time.perf_counter() - start))
-            if callback is not None:
-                callback(self, stats)
-        return stats
+    def train(self, callback: loop.Callback | None = None) -> dict[str, float]:
+        """Run the remaining updates (:func:`rlhf_gym.agents.loop.train`), calling
+        ``callback(agent, stats)`` after each; return the last update's stats."""
+        return loop.train(self, callback)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the policy weights needed to continue exactly where training stopped."""
@@ -405,51 +359,23 @@ class PPO:
             "sampler_rng": self.sampler.generator.get_state(),
             "shuffle_rng": self.shuffle.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "kl_coef": self.core.scoring.coef,
+            "kl_coef": self.env.kl_coef,
             "config": asdict(self.cfg),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (the adaptive β included)."""
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_idx, self.episodes_seen = state["update_idx"], state["episodes_seen"]
         self.sampler.generator.set_state(state["sampler_rng"])
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if self.core.scoring.kl_controller is not None:
-            self.core.scoring.kl_controller.value = state["kl_coef"]
+        if self.env.kl_target is not None:
+            self.env.set_kl_coef(state["kl_coef"])
 
 
 # ---------------------------------------------------------------------- models
-def make_policy(core: Any) -> nn.Module:
-    """A trainable copy of the env's reference model.
-
-    The toy preset's reference is a table, not a network: its policy is then a fresh one-layer
-    GPT-2 over the same 4 tokens (random start, so the KL starts high and training pulls it in).
-    """
-    model = getattr(core.reference, "model", None)
-    if model is not None:
-        policy = copy.deepcopy(model)
-        policy = policy.float() if model.dtype == torch.float16 else policy
-        return policy.requires_grad_(True)  # the reference is frozen; its copy must not be
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT2Config(
-        vocab_size=core.V,
-        n_positions=max(8, core.T),
-        n_layer=1,
-        n_head=2,
-        n_embd=32,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        eos_token_id=core.eos,
-        bos_token_id=core.eos,
-        pad_token_id=core.pad,
-    )
-    return GPT2LMHeadModel(cfg)
-
-
 class Critic(nn.Module):
     """Per-position values: a zero-initialised head on the policy, or a reward-model copy."""
 
@@ -458,7 +384,14 @@ class Critic(nn.Module):
         self.head, self.body = head, body
         self.on_policy = body is None
 
-    def forward(self, ids, mask, pos, policy_hidden):  # noqa: ANN001 - internal
+    def forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        policy_hidden: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Values ``(n, T)`` from the policy's last hidden state or the critic's own body."""
         h = (
             policy_hidden
             if self.body is None
@@ -467,19 +400,21 @@ class Critic(nn.Module):
         return self.head(h.float()).reshape(h.shape[:2])
 
 
-def make_critic(kind: str, policy: nn.Module, core: Any) -> Critic:
+def make_critic(kind: str, policy: nn.Module, env: Any) -> Critic:
+    """``"value_head"`` on the policy, or ``"reward_model"``: a trainable copy of the env's
+    reward model (same tokenizer required), whose score head starts as the value."""
     if kind == "value_head":
         return Critic(ValueHead(policy.config.hidden_size), None)
-    rm = getattr(core.scoring.reward_model, "model", None)
+    rm = getattr(env.reward_model, "model", None)
     if rm is None or not hasattr(rm, "score"):
         raise ValueError(
             "critic='reward_model' needs a Hugging Face sequence-classifier reward "
             "model with a `score` head (the built-in ones qualify)"
         )
-    if rm.config.vocab_size != core.V:
+    if rm.config.vocab_size != env.vocab_size:
         raise ValueError(
             f"critic='reward_model': the reward model's vocabulary "
-            f"({rm.config.vocab_size}) differs from the policy's ({core.V}); a "
+            f"({rm.config.vocab_size}) differs from the policy's ({env.vocab_size}); a "
             "token-level critic needs the same tokenizer"
         )
     rm = copy.deepcopy(rm).float()

@@ -38,7 +38,7 @@ import numpy as np
 
 import rlhf_gym  # noqa: F401  (registers the ids)
 from rlhf_gym.agents import tags
-from rlhf_gym.agents.common import config_field as _f
+from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.envs import toy
 from rlhf_gym.envs.policy import PrecomputedLogits
 

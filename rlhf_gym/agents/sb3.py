@@ -29,10 +29,10 @@ KL with plain SB3 policies: ``PPO("MultiInputPolicy", env)`` runs on ``RLHF-v0``
 Example:
     >>> import gymnasium as gym, rlhf_gym
     >>> from stable_baselines3 import PPO
-    >>> from rlhf_gym.agents.sb3 import AttachPolicyCallback, LMActorCriticPolicy, toy_lm_config
+    >>> from rlhf_gym.agents.sb3 import AttachPolicyCallback, LMActorCriticPolicy, policy_lm_config
     >>> env = gym.make("RLHFToy-v0")
     >>> model = PPO(LMActorCriticPolicy, env, n_steps=32, batch_size=32,
-    ...             policy_kwargs=dict(lm=toy_lm_config(env)))
+    ...             policy_kwargs=dict(lm=policy_lm_config(env)))
     >>> _ = model.learn(64, callback=AttachPolicyCallback())
 """
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -59,11 +59,11 @@ from stable_baselines3.dqn.policies import MultiInputPolicy as DQNMultiInputPoli
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-import rlhf_gym  # noqa: F401  (registers the ids)
-from rlhf_gym.agents import tags
-from rlhf_gym.agents.common import config_field as _f
-from rlhf_gym.agents.common import model_env_kwargs
-from rlhf_gym.agents.ppo import make_policy
+from rlhf_gym.agents import logs, tags
+from rlhf_gym.agents.config import AgentConfig
+from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.episodes import EpisodeStats
+from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs.lm import DATA_DIR, resolve_model_path
 
 LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM module
@@ -91,13 +91,14 @@ def load_lm(lm: LMSpec) -> nn.Module:
     return model.float().eval()
 
 
-def toy_lm_config(env: gym.Env | VecEnv) -> Any:
-    """The config of the native PPO's policy for an env: its reference's, or the toy's GPT-2.
+def policy_lm_config(env: gym.Env | VecEnv) -> Any:
+    """The config of the policy LM the native agents would train on ``env``: the reference's
+    (:func:`rlhf_gym.agents.models.make_policy`), or the toy's one-layer GPT-2.
 
     A config (not a module) keeps ``model.save`` small; the weights are in the saved policy.
     """
     venv = env.envs[0] if isinstance(env, DummyVecEnv) else env
-    return make_policy(venv.unwrapped.episodes).config
+    return make_policy(venv.unwrapped).config
 
 
 class LMFeaturesExtractor(BaseFeaturesExtractor):
@@ -126,10 +127,11 @@ class LMFeaturesExtractor(BaseFeaturesExtractor):
 
     def train(self, mode: bool = True) -> LMFeaturesExtractor:
         super().train(mode)
-        self.lm.eval()  # dropout off while training too (as the native PPO; field notes)
+        self.lm.eval()  # dropout off while training too (as the native PPO; see its docstring)
         return self
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Features ``(B, H)``: the final hidden state at each row's last real token."""
         ids, mask = (
             obs["input_ids"].long(),
             obs["attention_mask"].long(),
@@ -154,6 +156,7 @@ class TemperedHead(nn.Module):
         self.head, self.temperature = head, float(temperature)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, H)`` hidden states to tempered ``(B, V)`` logits."""
         return self.head(h) / self.temperature
 
 
@@ -334,30 +337,6 @@ class AttachPolicyCallback(BaseCallback):
         return True
 
 
-@dataclass
-class EpisodeStats:
-    """What the env reports at the end of each episode, accumulated between updates."""
-
-    scores: list[float] = field(default_factory=list)
-    kls: list[float] = field(default_factory=list)
-    gold: list[float] = field(default_factory=list)
-    lengths: list[float] = field(default_factory=list)
-    kl_coef: float = 0.0
-
-    def summary(self) -> dict[str, float]:
-        scores, kls = np.asarray(self.scores), np.asarray(self.kls)
-        out = {
-            tags.SCORES: float(scores.mean()),
-            tags.KL: float(kls.mean()),
-            tags.RLHF_REWARD: float((scores - self.kl_coef * kls).mean()),
-            tags.KL_COEF: self.kl_coef,
-            tags.RESPONSE_LENGTH: float(np.mean(self.lengths)),
-        }
-        if self.gold:
-            out[tags.GOLD_SCORES] = float(np.mean(self.gold))
-        return out
-
-
 class RLHFInfoCallback(BaseCallback):
     """Log each finished episode's ``info`` into SB3's logger under :mod:`~rlhf_gym.agents.tags`.
 
@@ -405,16 +384,13 @@ class RLHFInfoCallback(BaseCallback):
         log.record_mean(tags.RESPONSE_LENGTH, float(info["response_length"]))
         log.record(tags.KL_COEF, coef)
         log.record(tags.EPISODES, self.episodes)
-        p = self.pending
-        p.scores.append(score), p.kls.append(kl), p.lengths.append(info["response_length"])
-        p.kl_coef = coef
+        self.pending.add(info)
         if "gold_score" in info:
             log.record_mean(tags.GOLD_SCORES, float(info["gold_score"]))
-            p.gold.append(float(info["gold_score"]))
         if self.every and self.episodes % self.every == 0 and self.on_update is not None:
             now = time.perf_counter()
             stats = {
-                **p.summary(),
+                **self.pending.scalars(coef),
                 tags.EPISODES: float(self.episodes),
                 tags.STEPS_PER_SECOND: (self.num_timesteps - self._steps0) / (now - self._t0),
             }
@@ -425,22 +401,15 @@ class RLHFInfoCallback(BaseCallback):
 # ---------------------------------------------------------------------- rlhf-gym train adapters
 
 
-def _env_kwargs(cfg: Any, **extra: Any) -> dict[str, Any]:
-    """Like :meth:`PPOConfig.env_kwargs`: the toy fixes model, length and device."""
-    return {"kl_coef": cfg.kl_coef, **extra, **model_env_kwargs(cfg)}
-
-
 @dataclass
-class SB3PPOConfig:
+class SB3PPOConfig(AgentConfig):
     """``stable_baselines3.PPO`` with :class:`LMActorCriticPolicy` (``--agent sb3-ppo``).
 
     An *update* (the unit of logging, callbacks and checkpoints) is every ``num_envs`` finished
-    episodes; SB3 itself trains after every ``n_steps × num_envs`` env steps.
+    episodes; SB3 itself trains after every ``n_steps × num_envs`` env steps. The shared fields
+    are :class:`~rlhf_gym.agents.config.AgentConfig`'s.
     """
 
-    env_id: str = _f("RLHF-v0", "registered environment id")
-    model: str = _f("default", "policy initialisation and reference: a name or path")
-    seed: int = _f(0, "seed of SB3, the envs and the policy initialisation")
     total_episodes: int = _f(2048, "episodes (responses) to train on")
     num_envs: int = _f(8, "environments in SB3's DummyVecEnv; also episodes per logged update")
     n_steps: int = _f(32, "env steps per environment per SB3 rollout")
@@ -454,19 +423,6 @@ class SB3PPOConfig:
     vf_coef: float = _f(0.5, "value loss coefficient")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     temperature: float = _f(1.0, "the actor's logits are the LM's divided by this")
-    kl_coef: float = _f(0.05, "KL coefficient β of the env's reward")
-    kl_estimator: str = _f("k1", "per-token KL estimator in the env: k1, k3 or full")
-    max_new_tokens: int = _f(32, "response length limit")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.total_episodes // self.num_envs)
-
-    def env_kwargs(self) -> dict[str, Any]:
-        """The ``gym.make`` keyword arguments this config implies."""
-        return _env_kwargs(self, kl_estimator=self.kl_estimator)
 
     def algorithm(self, env: VecEnv, lm: nn.Module, device: Any) -> BaseAlgorithm:
         """The SB3 PPO model on ``env`` whose policy starts from ``lm``."""
@@ -491,18 +447,17 @@ class SB3PPOConfig:
 
 
 @dataclass
-class SB3DQNConfig:
+class SB3DQNConfig(AgentConfig):
     """``stable_baselines3.DQN`` with :class:`LMQPolicy` (``--agent sb3-dqn``).
 
     The env uses ``reward_form="ref_logprob"`` (``score·[done] + β·log π_ref``): a reward that
-    does not depend on the acting policy, as replayed transitions need (design notes).
+    does not depend on the acting policy, as replayed transitions need (``docs/design.md``,
+    "KL"). The shared fields are :class:`~rlhf_gym.agents.config.AgentConfig`'s.
     """
 
-    env_id: str = _f("RLHF-v0", "registered environment id")
-    model: str = _f("default", "Q-network initialisation and reference: a name or path")
-    seed: int = _f(0, "seed of SB3, the envs and the Q-network initialisation")
     total_episodes: int = _f(2048, "episodes (responses) to collect")
     num_envs: int = _f(8, "environments in SB3's DummyVecEnv; also episodes per logged update")
+    kl_coef: float = _f(0.05, "β of the reward score·[done] + β·log π_ref(a|s)")
     learning_rate: float = _f(1e-4, "Adam learning rate")
     buffer_size: int = _f(50_000, "replay buffer size in transitions (tokens)")
     learning_starts: int = _f(256, "env steps before the first gradient step")
@@ -514,18 +469,10 @@ class SB3DQNConfig:
     exploration_fraction: float = _f(0.5, "fraction of the step budget over which ε decays")
     exploration_final_eps: float = _f(0.05, "final ε of the ε-greedy behaviour")
     temperature: float = _f(0.05, "held-out evaluation samples softmax(Q / temperature)")
-    kl_coef: float = _f(0.05, "β of the reward score·[done] + β·log π_ref(a|s)")
-    max_new_tokens: int = _f(32, "response length limit")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
-
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.total_episodes // self.num_envs)
 
     def env_kwargs(self) -> dict[str, Any]:
-        """The ``gym.make`` keyword arguments this config implies."""
-        return _env_kwargs(self, reward_form="ref_logprob")
+        """The ``gym.make`` keyword arguments: the policy-independent reward form."""
+        return {**super().env_kwargs(), "reward_form": "ref_logprob"}
 
     def algorithm(self, env: VecEnv, lm: nn.Module, device: Any) -> BaseAlgorithm:
         """The SB3 DQN model on ``env`` whose Q-network starts from ``lm``."""
@@ -574,12 +521,13 @@ SB3_KEYS = {
 class SB3Agent:
     """The ``rlhf-gym train`` agent contract around an SB3 algorithm (see :mod:`rlhf_gym.train`).
 
-    ``policy`` is the Hugging Face causal LM inside the SB3 policy; ``core`` the first env's
-    engine. Resume restores the SB3 policy (LM, value head or target network), its optimizer,
-    ``num_timesteps`` and the counters, but **not bit-exactly**: SB3's rollout or replay buffer
-    and the envs' unfinished episodes are not saved (a resumed run starts fresh episodes and,
-    for DQN, an empty replay buffer). The envs are ``num_envs`` separate ``gym.make`` instances,
-    each loading its own reference and reward model.
+    ``policy`` is the Hugging Face causal LM inside the SB3 policy; ``env`` the first
+    environment (unwrapped: its public surface). Resume restores the SB3 policy (LM, value
+    head or target network), its optimizer, ``num_timesteps`` and the counters, but **not
+    bit-exactly**: SB3's rollout or replay buffer and the envs' unfinished episodes are not
+    saved (a resumed run starts fresh episodes and, for DQN, an empty replay buffer). The
+    envs are ``num_envs`` separate ``gym.make`` instances, each loading its own reference and
+    reward model.
     """
 
     agent_name = "sb3"
@@ -590,9 +538,9 @@ class SB3Agent:
         self.venv = DummyVecEnv(
             [lambda: gym.make(config.env_id, **kwargs) for _ in range(config.num_envs)]
         )
-        self.core = self.venv.envs[0].unwrapped.episodes
+        self.env = self.venv.envs[0].unwrapped
         torch.manual_seed(config.seed)
-        self.model = config.algorithm(self.venv, make_policy(self.core), self.core.reference.device)
+        self.model = config.algorithm(self.venv, make_policy(self.env), self.env.device)
         self.latest = LatestValues()
         self.model.set_logger(Logger(folder=None, output_formats=[self.latest]))
         self.update_idx, self.episodes_seen = 0, 0
@@ -605,9 +553,8 @@ class SB3Agent:
     def train(self, callback: Callable[[Any, dict[str, float]], None] | None = None) -> dict:
         """Run the remaining updates, calling ``callback(agent, stats)`` after each."""
         cfg = self.cfg
-        if self.writer is not None and self.update_idx == 0:
-            table = "\n".join(f"|{k}|{v}|" for k, v in asdict(cfg).items())
-            self.writer.add_text(tags.HYPERPARAMETERS, "|param|value|\n|-|-|\n" + table)
+        if self.update_idx == 0:
+            logs.write_config(self.writer, cfg)
         last: dict[str, float] = {}
 
         def on_update(stats: dict[str, float]) -> None:
@@ -617,9 +564,7 @@ class SB3Agent:
             stats.update(
                 {SB3_KEYS[k]: float(v) for k, v in self.latest.values.items() if k in SB3_KEYS}
             )
-            if self.writer is not None:
-                for key, value in stats.items():
-                    self.writer.add_scalar(key, value, self.episodes_seen)
+            logs.write_update(self.writer, stats, self.episodes_seen)
             last = stats
             if callback is not None:
                 callback(self, stats)
@@ -630,7 +575,7 @@ class SB3Agent:
         remaining = target - self.episodes_seen
         if remaining > 0:
             # an upper bound on the env steps needed; the callback stops at the episode budget
-            steps = (remaining + 2 * cfg.num_envs) * self.core.max_new
+            steps = (remaining + 2 * cfg.num_envs) * self.env.max_new_tokens
             self.model.learn(
                 steps,
                 callback=CallbackList([AttachPolicyCallback(), info]),
@@ -651,6 +596,7 @@ class SB3Agent:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.model.policy.load_state_dict(state["sb3_policy"])
         self.model.policy.optimizer.load_state_dict(state["sb3_optimizer"])
         self.model.num_timesteps = state["num_timesteps"]
@@ -662,6 +608,7 @@ class SB3PPO(SB3Agent):
     """``rlhf-gym train --agent sb3-ppo``: SB3's PPO training the LM (:class:`SB3PPOConfig`)."""
 
     agent_name = "sb3-ppo"
+    config_class = SB3PPOConfig
 
 
 class SB3DQN(SB3Agent):
@@ -672,3 +619,4 @@ class SB3DQN(SB3Agent):
     """
 
     agent_name = "sb3-dqn"
+    config_class = SB3DQNConfig

@@ -6,8 +6,8 @@ Design (why each piece is there):
   ``r_t = score·[done] + β·log π_ref(a_t|s_t)``. It does not depend on the policy that
   collected it, so replayed rewards never go stale, and the KL is not counted twice: the
   soft-Q entropy regulariser of the same ``β`` turns it into ``E[score] − β·KL(π ‖ π_ref)``
-  (design.md, "KL"; the per-token KL penalty of PPO's reward form would make it policy
-  dependent). ``β`` stays fixed: an adaptive KL controller would change the meaning of the
+  (``docs/design.md``, "KL"; the per-token KL penalty of PPO's reward form would make it
+  policy dependent). ``β`` stays fixed: an adaptive KL controller would change the meaning of the
   rewards already in the buffer.
 * **Q-function, no new heads.** As in Guo et al. 2021 ("Efficient (Soft) Q-Learning for Text
   Generation with Limited Good Data"), the LM's logits ``f_θ(s)`` are the Q-values; with the
@@ -35,8 +35,8 @@ Design (why each piece is there):
   *every* action of a soft Q-function, not only in expectation: the off-policy correction is
   exact.
 * **Replay buffer** of whole episodes (FIFO, ``buffer_episodes``); a gradient step replays
-  ``batch_size`` episodes with one forward pass per sequence, not per token (field notes:
-  RL4LMs' per-token passes ran at 16 steps/s).
+  ``batch_size`` episodes with one forward pass per sequence, not per token (a forward pass
+  per token, as in RL4LMs' implementation, is tens of times slower).
 * **Target network** ``Q̄`` updated by Polyak averaging, ``θ̄ ← (1 − τ)·θ̄ + τ·θ`` after each
   gradient step (Lillicrap et al. 2016); ``tau = 1`` uses the online network itself and saves
   the copy's memory.
@@ -61,8 +61,8 @@ transient KL spike), ``β = 0.2`` gave 1.39 at KL 2.7.
 
 Why not ILQL (Snell et al. 2022, "Offline RL for Natural Language Generation with Implicit
 Language Q Learning")? Its separate vocabulary-sized Q heads, target heads and expectile
-value head cost more memory than the base model (field notes, trlX) and learn offline from a
-fixed data set; here the agent collects its own data, and the LM already has one
+value head cost more memory than the base model (so in trlX's implementation) and learn
+offline from a fixed data set; here the agent collects its own data, and the LM already has one
 vocabulary-sized output per state, which the soft-Q reading turns into Q-values at no cost.
 
 Example:
@@ -77,9 +77,7 @@ Example:
 from __future__ import annotations
 
 import copy
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -88,27 +86,34 @@ import numpy as np
 import torch
 from torch import nn
 
-import rlhf_gym  # noqa: F401  (registers the ids)
-from rlhf_gym.agents import tags
-from rlhf_gym.agents.common import config_field as _f
-from rlhf_gym.agents.common import masked_mean, model_env_kwargs
-from rlhf_gym.agents.ppo import make_policy
+from rlhf_gym.agents import logs, loop, tags
+from rlhf_gym.agents.common import masked_mean
+from rlhf_gym.agents.config import AgentConfig, positive_ints
+from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.episodes import (
+    EpisodeStats,
+    first_episodes,
+    pad_episodes,
+    real_tokens,
+    row_info,
+)
+from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs.policy import LMPolicy
 
 
 @dataclass
-class SoftQConfig:
-    """Every knob of :class:`SoftQ`; ``rlhf-gym train --agent qlearning`` options come from it."""
+class SoftQConfig(AgentConfig):
+    """Every knob of :class:`SoftQ`; ``rlhf-gym train --agent qlearning`` options come from it.
 
-    env_id: str = _f("RLHF-v0", "registered environment id")
-    model: str = _f("default", "policy initialisation and reference: a name or path")
-    seed: int = _f(0, "seed of prompts, sampling and replay")
-    total_episodes: int = _f(4096, "episodes (responses) to collect")
+    The shared fields are :class:`~rlhf_gym.agents.config.AgentConfig`'s.
+    """
+
     num_envs: int = _f(64, "episodes per collection round (the vector env's batch size B)")
-    learning_rate: float = _f(1e-3, "Adam learning rate")
     kl_coef: float = _f(
         0.1, "β: the soft-Q temperature and the env's kl_coef in the ref_logprob reward form"
     )
+    kl_estimator: str = _f("k1", "per-token KL estimator the env logs: k1, k3 or full")
+    learning_rate: float = _f(1e-3, "Adam learning rate")
     temperature: float = _f(
         1.0, "sampling temperature of the behaviour policy (the Bellman targets always use β)"
     )
@@ -129,23 +134,10 @@ class SoftQConfig:
     gradient_steps: int = _f(4, "gradient steps after each collection round")
     max_grad_norm: float = _f(1.0, "gradient clipping norm")
     adam_eps: float = _f(1e-5, "Adam epsilon")
-    kl_estimator: str = _f("k1", "per-token KL estimator the env logs: k1, k3 or full")
-    max_new_tokens: int = _f(32, "response length limit")
-    device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
-    dtype: str = _f("float32", "model dtype: float32, bfloat16 or float16")
-    checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
 
-    def __post_init__(self) -> None:
-        for name in (
-            "total_episodes",
-            "num_envs",
-            "buffer_episodes",
-            "batch_size",
-            "gradient_steps",
-            "max_new_tokens",
-        ):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    def validate(self) -> None:
+        super().validate()
+        positive_ints(self, "buffer_episodes", "batch_size", "gradient_steps")
         if not self.kl_coef > 0:
             raise ValueError(f"kl_coef (β) must be > 0 for soft Q-learning, got {self.kl_coef}")
         if not self.temperature > 0:
@@ -157,17 +149,9 @@ class SoftQConfig:
         if not 0 < self.tau <= 1:
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
 
-    @property
-    def num_updates(self) -> int:
-        """Collection rounds (each followed by ``gradient_steps`` steps)."""
-        return max(1, self.total_episodes // self.num_envs)
-
     def env_kwargs(self) -> dict[str, Any]:
         """The ``gym.make_vec`` keyword arguments: the policy-independent reward form."""
-        kw: dict[str, Any] = dict(
-            kl_coef=self.kl_coef, kl_estimator=self.kl_estimator, reward_form="ref_logprob"
-        )
-        return {**kw, **model_env_kwargs(self)}
+        return {**super().env_kwargs(), "reward_form": "ref_logprob"}
 
 
 # ---------------------------------------------------------------------- acting
@@ -192,8 +176,8 @@ class SoftQPolicy:
     Example:
         >>> import gymnasium as gym
         >>> envs = gym.make_vec("RLHFToy-v0", num_envs=2)
-        >>> from rlhf_gym.agents.ppo import make_policy
-        >>> model = make_policy(envs.unwrapped.episodes)
+        >>> from rlhf_gym.agents.models import make_policy
+        >>> model = make_policy(envs.unwrapped)
         >>> policy = SoftQPolicy(model, envs.unwrapped, beta_gen=0.0, seed=0)
         >>> envs.unwrapped.set_policy(policy)
         >>> obs, _ = envs.reset(seed=0)
@@ -213,11 +197,11 @@ class SoftQPolicy:
             raise ValueError(f"beta_gen must be >= 0, got {beta_gen}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        core = env.episodes
-        self.reference = core.reference
-        self.lm = LMPolicy(model, num_envs=core.B, temperature=1.0, pad_token_id=core.pad)
+        self.env = env
+        rows = getattr(env, "num_envs", 1)  # a single RLHFEnv is one row
+        self.lm = LMPolicy(model, num_envs=rows, temperature=1.0, pad_token_id=env.pad_token_id)
         self.beta_gen, self.temperature = float(beta_gen), float(temperature)
-        self.generator = torch.Generator(device=self.reference.device)
+        self.generator = torch.Generator(device=env.device)
         if seed is not None:
             self.generator.manual_seed(seed)
 
@@ -226,7 +210,8 @@ class SoftQPolicy:
         self.lm.reset()
 
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
-        ref = self.reference.logits  # (B, V): the env's reference at the current states
+        """``(f_ref + β_gen·(log π_θ − log π_ref)) / temperature`` at the current states."""
+        ref = self.env.reference_logits  # (B, V): kept up to date by the env for its KL term
         own = self.lm.action_logits(observation).to(ref.device).float()  # (B, V)
         log_ratio = own.log_softmax(-1) - ref.log_softmax(-1)
         return (ref + self.beta_gen * log_ratio) / self.temperature
@@ -264,19 +249,29 @@ class Batch:
 
 
 def make_batch(episodes: list[Episode], pad: int, device: torch.device) -> Batch:
-    n = len(episodes)
-    P, L = max(len(e.prompt) for e in episodes), max(len(e.actions) for e in episodes)
-    ids = torch.full((n, P + L), pad, dtype=torch.long)
-    mask = torch.zeros((n, P + L), dtype=torch.long)
-    per_token = torch.zeros(4, n, L)  # response mask, rewards, ref log-probs, ref lse
-    for i, e in enumerate(episodes):
-        p, k = len(e.prompt), len(e.actions)
-        ids[i, P - p : P], mask[i, P - p : P] = torch.tensor(e.prompt), 1
-        ids[i, P : P + k], mask[i, P : P + k] = torch.tensor(e.actions), 1
-        per_token[:, i, :k] = torch.tensor([[1.0] * k, e.rewards, e.ref_logprobs, e.ref_lse])
-    resp, rew, ref_lp, lse = per_token.to(device)
+    """Replayed episodes as one padded batch on ``device``."""
+    prompts, actions = [e.prompt for e in episodes], [e.actions for e in episodes]
+    per_token = [[e.rewards for e in episodes], [e.ref_logprobs for e in episodes]]
+    ids, mask, values = pad_episodes(
+        prompts, actions, pad, *per_token, [e.ref_lse for e in episodes]
+    )
+    resp, rew, ref_lp, lse = values.to(device)
     ids, mask = ids.to(device), mask.to(device)
+    P = ids.shape[1] - resp.shape[1]
     return Batch(ids, mask, resp, ids[:, P:], rew, ref_lp, lse)
+
+
+@dataclass
+class Round:
+    """One collection round: its episodes (for the buffer) and their summary."""
+
+    episodes: list[Episode]
+    stats: EpisodeStats
+
+    @property
+    def tokens(self) -> int:
+        """Response tokens played (environment steps)."""
+        return sum(len(e.actions) for e in self.episodes)
 
 
 def soft_lambda_returns(
@@ -316,15 +311,20 @@ def soft_lambda_returns(
 # ---------------------------------------------------------------------- the agent
 class SoftQ:
     """Token-level soft Q-learning; ``train()`` runs ``config.num_updates`` collect/update/log
-    rounds (the agent contract of :mod:`rlhf_gym.train`)."""
+    rounds (the agent contract of :mod:`rlhf_gym.train`).
+
+    Args:
+        config: the settings.
+        writer: a TensorBoard ``SummaryWriter``, or ``None`` to write nothing.
+        env_kwargs: extra ``gym.make_vec`` arguments (a reward model path, a prompt file …).
+    """
 
     agent_name = "qlearning"
+    config_class = SoftQConfig
 
     def __init__(
         self, config: SoftQConfig, writer: Any = None, env_kwargs: dict[str, Any] | None = None
     ) -> None:
-        """``writer``: a TensorBoard ``SummaryWriter`` or ``None``; ``env_kwargs``: extra
-        ``gym.make_vec`` arguments (a reward model path, a prompt file …)."""
         self.cfg, self.writer = config, writer
         torch.manual_seed(config.seed)
         kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
@@ -336,65 +336,54 @@ class SoftQ:
                 f"env_kwargs overrides {clash}"
             )
         self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
-        self.core = self.envs.unwrapped.episodes
-        self.device = self.core.reference.device
-        self.policy = make_policy(self.core).to(self.device)
-        self.policy.eval()  # dropout off, also while training (field notes)
+        self.env = self.envs.unwrapped  # its public surface: reference_logits, pad_token_id, …
+        self.device = self.env.device
+        self.policy = make_policy(self.env).to(self.device)
+        self.policy.eval()  # dropout off, also while training (as PPO; see its docstring)
         self.policy.requires_grad_(True)
         self.target = None if config.tau == 1 else copy.deepcopy(self.policy).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps
         )
         self.sampler = SoftQPolicy(
-            self.policy, self.envs.unwrapped, config.beta_gen, config.temperature, seed=config.seed
+            self.policy, self.env, config.beta_gen, config.temperature, seed=config.seed
         )
-        self.envs.unwrapped.set_policy(self.sampler)  # the env logs the behaviour's KL
+        self.env.set_policy(self.sampler)  # the env logs the behaviour's KL
         self.buffer: deque[Episode] = deque(maxlen=config.buffer_episodes)
         self.replay_rng = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
 
     # ------------------------------------------------------------------ 1. collect
     @torch.no_grad()
-    def collect(self) -> dict[str, Any]:
-        """Play ``num_envs`` episodes with the behaviour policy into the buffer."""
+    def collect(self) -> Round:
+        """Play one episode in each of the ``num_envs`` rows with the behaviour policy."""
         cfg, B = self.cfg, self.cfg.num_envs
         self.sampler.reset()  # the weights changed since the last round: the KV cache is stale
-        obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.update_idx * B)
-        eps = [
-            Episode(obs["input_ids"][i, : obs["attention_mask"][i].sum()].tolist(), [], [], [], [])
-            for i in range(B)
-        ]
-        done = np.zeros(B, dtype=bool)
-        scores, kls, gold = np.zeros(B), np.zeros(B), np.full(B, np.nan)
-        texts: list[tuple[str, str, float]] = [("", "", 0.0)] * B
-        while not done.all():
-            lse = torch.logsumexp(self.core.reference.logits.float(), -1).cpu().numpy()  # (B,)
-            actions = self.sampler.act(obs)
-            obs, reward, term, _, info = self.envs.step(actions)
-            for i in np.flatnonzero(~done):
+        eps = [Episode([], [], [], [], []) for _ in range(B)]
+        finals: list[dict[str, Any]] = [{} for _ in range(B)]
+        ref_lse = np.zeros(B)
+
+        def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+            # logsumexp f_ref(s_t), the Q baseline, read before the step moves the reference on
+            ref_lse[:] = torch.logsumexp(self.env.reference_logits.float(), -1).cpu().numpy()
+            return self.sampler.act(obs)
+
+        seed = cfg.seed * 1_000_003 + self.update_idx * B
+        for step in first_episodes(self.envs, act, seed):
+            for i in step.rows:
                 e = eps[i]
-                e.actions.append(int(actions[i]))
-                e.rewards.append(float(reward[i]))
-                e.ref_logprobs.append(float(info["ref_logprob"][i]))
-                e.ref_lse.append(float(lse[i]))
-                if term[i]:
-                    scores[i], kls[i] = info["score"][i], info["kl_sum"][i]
-                    if "gold_score" in info:
-                        gold[i] = info["gold_score"][i]
-                    texts[i] = (
-                        str(info["prompt_text"][i]),
-                        str(info["response_text"][i]),
-                        float(scores[i]),
-                    )
-            done |= term
-        self.buffer.extend(eps)
-        return {
-            "scores": scores,
-            "kls": kls,
-            "gold": None if np.isnan(gold).all() else gold,
-            "texts": texts,
-            "tokens": sum(len(e.actions) for e in eps),
-        }
+                if not e.actions:
+                    e.prompt = real_tokens(step.obs, i)  # the state before the first action
+                e.actions.append(int(step.actions[i]))
+                e.rewards.append(float(step.rewards[i]))
+                e.ref_logprobs.append(float(step.info["ref_logprob"][i]))
+                e.ref_lse.append(float(ref_lse[i]))
+            for i in step.finished:
+                finals[i] = row_info(step.info, i)
+        stats = EpisodeStats()
+        for info in finals:
+            stats.add(info)
+        return Round(eps, stats)
 
     # ------------------------------------------------------------------ 2. update
     def response_logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -421,13 +410,16 @@ class SoftQ:
         logp = logp_all.gather(2, batch.actions[..., None]).squeeze(2)  # (n, L)
         return soft_lambda_returns(batch.rewards, values, logp, batch.response_mask, beta, cfg.lam)
 
-    def update(self) -> dict[str, float]:
-        """``gradient_steps`` steps on replayed episodes; returns the mean losses."""
+    def update(self, round_: Round) -> dict[str, float]:
+        """Add the round's episodes to the replay buffer, then ``gradient_steps`` steps on
+        replayed episodes; returns the mean losses."""
         cfg, beta = self.cfg, self.cfg.kl_coef
+        self.buffer.extend(round_.episodes)
         rows: list[dict[str, float]] = []
         for _ in range(cfg.gradient_steps):
             idx = torch.randint(len(self.buffer), (cfg.batch_size,), generator=self.replay_rng)
-            batch = make_batch([self.buffer[i] for i in idx.tolist()], self.core.pad, self.device)
+            replayed = [self.buffer[i] for i in idx.tolist()]
+            batch = make_batch(replayed, self.env.pad_token_id, self.device)
             m = batch.response_mask
             logits = self.response_logits(self.policy, batch)  # (n, L, V)
             y = self.targets(batch, logits.detach())
@@ -464,54 +456,32 @@ class SoftQ:
             )
 
     # ------------------------------------------------------------------ 3. log
-    def log(self, ro: dict[str, Any], stats: dict[str, float], sps: float) -> dict[str, float]:
-        cfg = self.cfg
-        beta = cfg.kl_coef
+    def log(self, round_: Round, stats: dict[str, float], sps: float) -> dict[str, float]:
+        """Add the round's objective scalars to the update's ``stats``; write TensorBoard."""
+        cfg, beta = self.cfg, self.cfg.kl_coef
         stats = {
             **stats,
-            tags.SCORES: float(np.mean(ro["scores"])),
-            tags.KL: float(np.mean(ro["kls"])),
-            tags.RLHF_REWARD: float(np.mean(ro["scores"] - beta * ro["kls"])),
-            tags.KL_COEF: beta,
-            tags.RESPONSE_LENGTH: ro["tokens"] / cfg.num_envs,
+            **round_.stats.scalars(beta),
             tags.STEPS_PER_SECOND: sps,
             tags.EPISODES: float(self.episodes_seen),
             tags.BUFFER_EPISODES: float(len(self.buffer)),
         }
         if cfg.beta_gen > 0:
             stats[tags.TEMPERATURE] = beta * cfg.temperature / cfg.beta_gen
-        if ro["gold"] is not None:
-            stats[tags.GOLD_SCORES] = float(np.nanmean(ro["gold"]))
-        if self.writer is not None:
-            for key, value in stats.items():
-                self.writer.add_scalar(key, value, self.episodes_seen)
-            if self.update_idx % 10 == 1 or self.update_idx == cfg.num_updates:
-                rows = "\n".join(f"| {p} | {r} | {s:+.2f} |" for p, r, s in ro["texts"][:8])
-                self.writer.add_text(
-                    tags.SAMPLES,
-                    "| prompt | response | score |\n|---|---|---|\n" + rows.replace("\n\n", " "),
-                    self.episodes_seen,
-                )
+        logs.write_update(
+            self.writer,
+            stats,
+            self.episodes_seen,
+            round_.stats.samples,
+            self.update_idx,
+            cfg.num_updates,
+        )
         return stats
 
-    def train(
-        self, callback: Callable[[SoftQ, dict[str, float]], None] | None = None
-    ) -> dict[str, float]:
-        """Run the remaining rounds; ``callback(agent, stats)`` after each; the last stats."""
-        if self.writer is not None and self.update_idx == 0:
-            table = "\n".join(f"|{k}|{v}|" for k, v in asdict(self.cfg).items())
-            self.writer.add_text(tags.HYPERPARAMETERS, "|param|value|\n|-|-|\n" + table)
-        stats: dict[str, float] = {}
-        while self.update_idx < self.cfg.num_updates:
-            start = time.perf_counter()
-            ro = self.collect()
-            update_stats = self.update()
-            self.update_idx += 1
-            self.episodes_seen += self.cfg.num_envs
-            stats = self.log(ro, update_stats, ro["tokens"] / (time.perf_counter() - start))
-            if callback is not None:
-                callback(self, stats)
-        return stats
+    def train(self, callback: loop.Callback | None = None) -> dict[str, float]:
+        """Run the remaining rounds (:func:`rlhf_gym.agents.loop.train`), calling
+        ``callback(agent, stats)`` after each; return the last round's stats."""
+        return loop.train(self, callback)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the policy weights needed to continue exactly where training stopped:
@@ -529,6 +499,7 @@ class SoftQ:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
         if self.target is not None:
             self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -1,10 +1,12 @@
 """The RLHF environments and the scoring code they use (never imports agents).
 
-Public API: the environments, the acting-policy protocol and its implementations, the
-reward-model protocol and its implementations, and the exact toy solver.
+Public API: the environments (whose typed surface, ``vocab_size``, ``reference_logits``,
+``kl_coef`` …, is all that agents may read), the acting-policy protocol and its
+implementations, the reward-model protocol and its implementations, and the reference-rows
+protocol. The engine that runs the episodes (``_engine``) is private.
 """
 
-from rlhf_gym.envs.lm import DATA_DIR, IncrementalLM
+from rlhf_gym.envs.lm import DATA_DIR, IncrementalLM, ReferenceRows
 from rlhf_gym.envs.policy import ActingPolicy, LMPolicy, PrecomputedLogits, ReferencePolicy
 from rlhf_gym.envs.rewards import FunctionReward, HFRewardModel, RewardModel, WeightedReward
 from rlhf_gym.envs.rlhf_env import RLHFEnv, RLHFVectorEnv
@@ -20,6 +22,7 @@ __all__ = [
     "RLHFEnv",
     "RLHFVectorEnv",
     "ReferencePolicy",
+    "ReferenceRows",
     "RewardModel",
     "WeightedReward",
 ]

@@ -16,7 +16,7 @@ import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ DATA_DIR = Path(
     os.environ.get("RLHF_GYM_DATA_DIR")
     or Path(__file__).resolve().parent.parent / "data" / "default"
 )
-"""Where the embedded default models live (built by ``python -m rlhf_gym.build_default``);
+"""Where the embedded default models live (built by ``python -m rlhf_gym.embedded``);
 the environment variable ``RLHF_GYM_DATA_DIR`` points it at a rebuilt copy elsewhere."""
 
 DEVICES_HELP = '"auto", "cpu", "cuda", "cuda:N" or "mps"'
@@ -83,7 +83,7 @@ def resolve_model_path(name_or_path: str, what: str, builtins: dict[str, Path]) 
         if not path.is_dir():
             raise FileNotFoundError(
                 f"{what}={name_or_path!r}: the embedded default is missing at {path}; "
-                "rebuild it with `python -m rlhf_gym.build_default`"
+                "rebuild it with `python -m rlhf_gym.embedded`"
             )
         return str(path)
     expanded = os.path.expanduser(name_or_path)
@@ -117,6 +117,27 @@ def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dt
     model.eval()  # dropout off (field notes: dropout on is a classic cause of negative KL)
     model.requires_grad_(False)
     return model
+
+
+@runtime_checkable
+class ReferenceRows(Protocol):
+    """The frozen reference as the environment drives it: ``B`` rows of growing token sequences.
+
+    :class:`IncrementalLM` implements it for any Hugging Face causal LM; the toy's table
+    (:mod:`rlhf_gym.envs.toy`) implements it without a network. A reference object passed as
+    ``model=`` provides one through ``incremental(num_rows, pad_token_id)``.
+    """
+
+    device: torch.device
+    logits: torch.Tensor | None  # (B, V) next-token logits of every row
+
+    def start(self, rows: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
+        """(Re)start ``rows`` with new token sequences."""
+        ...
+
+    def advance(self, tokens: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> None:
+        """Append ``tokens[r]`` to every row ``r`` with ``active[r]``."""
+        ...
 
 
 class IncrementalLM:

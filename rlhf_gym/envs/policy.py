@@ -49,9 +49,11 @@ class PrecomputedLogits:
         self._logits: torch.Tensor | None = None
 
     def set(self, logits: torch.Tensor | np.ndarray) -> None:
+        """Hand over the ``(B, V)`` logits of the next ``env.step``."""
         self._logits = torch.as_tensor(logits)
 
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        """The logits given to :meth:`set` (each call to ``set`` serves one step)."""
         if self._logits is None:
             raise RuntimeError("PrecomputedLogits.set(logits) must be called before env.step")
         logits, self._logits = self._logits, None  # each set() serves exactly one step
@@ -101,6 +103,7 @@ class LMPolicy:
         self._logits = self._obs_ids = self._obs_mask = None
 
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        """The tempered logits ``(B, V)`` at ``observation`` (cached for the last one seen)."""
         ids = np.atleast_2d(observation["input_ids"])
         mask = np.atleast_2d(observation["attention_mask"])
         fresh = (
@@ -138,14 +141,15 @@ class ReferencePolicy:
     def __init__(self, env: Any, temperature: float = 1.0, seed: int | None = None) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.reference = env.episodes.reference
+        self.env = env
         self.temperature = temperature
-        self.generator = torch.Generator(device=self.reference.device)
+        self.generator = torch.Generator(device=env.device)
         if seed is not None:
             self.generator.manual_seed(seed)
 
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
-        return self.reference.logits / self.temperature
+        """The reference's logits at the current states, divided by ``temperature``."""
+        return self.env.reference_logits / self.temperature
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Sample one token per row, like :meth:`LMPolicy.act`."""

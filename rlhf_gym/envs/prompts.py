@@ -54,7 +54,7 @@ def _read_file(path: Path, given: str) -> list[str]:
     if given in BUILTIN_PROMPTS and not path.is_file():
         raise FileNotFoundError(
             f"prompts={given!r}: the embedded prompt set is missing at {path}; rebuild it with "
-            "`python -m rlhf_gym.build_default`"
+            "`python -m rlhf_gym.embedded`"
         )
     if not path.is_file():
         raise FileNotFoundError(

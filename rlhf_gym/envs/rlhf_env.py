@@ -13,20 +13,22 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlhf_gym.envs.core import Episodes, Info, Prompt, Scoring
+from rlhf_gym.envs._engine import Engine, Info, Prompt, Scoring
 from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.envs.kl import AdaptiveKLController
 from rlhf_gym.envs.lm import (
     DATA_DIR,
     IncrementalLM,
+    ReferenceRows,
     from_pretrained,
     prepare_frozen,
     resolve_device,
     resolve_dtype,
     resolve_model_path,
 )
+from rlhf_gym.envs.policy import ActingPolicy
 from rlhf_gym.envs.prompts import load_prompts
-from rlhf_gym.envs.rewards import HFRewardModel, as_reward_model
+from rlhf_gym.envs.rewards import HFRewardModel, RewardModel, as_reward_model
 
 BUILTIN_MODELS = {"default": DATA_DIR / "lm"}
 TASKS: dict[str, dict[str, str]] = {
@@ -35,7 +37,136 @@ TASKS: dict[str, dict[str, str]] = {
 }
 
 
-class RLHFEnv(gym.Env):
+class _Surface:
+    """What agents, wrappers and commands may read of an RLHF environment, single or vector.
+
+    One definition serves :class:`RLHFEnv` and :class:`RLHFVectorEnv`, so the two cannot drift.
+    Everything else (the ``_engine`` that runs the episodes) is private to
+    :mod:`rlhf_gym.envs`: a test fails if code outside it reads a private attribute.
+    """
+
+    _engine: Engine
+
+    @property
+    def tokenizer(self) -> Any:
+        """The policy tokenizer (decodes observations and actions)."""
+        return self._engine.tokenizer
+
+    @property
+    def reference_model(self) -> torch.nn.Module:
+        """The frozen reference (a Hugging Face causal LM); copy it to get a trainable policy.
+
+        Raises:
+            AttributeError: the reference is not a network (the toy's is a table).
+        """
+        model = getattr(self._engine.reference, "model", None)
+        if model is None:
+            raise AttributeError(
+                "this environment's reference is not a neural network (the toy's "
+                "is a table: see rlhf_gym.envs.toy)"
+            )
+        return model
+
+    @property
+    def reference_logits(self) -> torch.Tensor:
+        """The reference's next-token logits at every row's current state, ``(B, V)`` float32.
+
+        Kept up to date by ``reset`` and ``step`` (the KL term needs them), so reading them is
+        free; treat them as read-only.
+        """
+        logits = self._engine.reference.logits
+        if logits is None:
+            raise RuntimeError("reference_logits is defined after reset()")
+        return logits
+
+    @property
+    def device(self) -> torch.device:
+        """The device the reference runs on (put an agent's models there)."""
+        return self._engine.reference.device
+
+    @property
+    def reward_model(self) -> RewardModel:
+        """The reward model that scores finished responses."""
+        assert self._engine.scoring.reward_model is not None
+        return self._engine.scoring.reward_model
+
+    @property
+    def vocab_size(self) -> int:
+        """``V``: the number of token ids (the action space is ``Discrete(V)``)."""
+        return self._engine.V
+
+    @property
+    def eos_token_id(self) -> int:
+        """The token that ends a response."""
+        return self._engine.eos
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads observations (never EOS; only ``attention_mask`` is the truth)."""
+        return self._engine.pad
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The response limit: an episode ends after this many tokens if no EOS came first."""
+        return self._engine.max_new
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Prompts keep at most their last ``max_prompt_tokens`` tokens."""
+        return self._engine.max_prompt
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The prompt pool as text (a truncated prompt as the model sees it)."""
+        return tuple(p.text for p in self._engine.prompts)
+
+    @property
+    def num_prompts(self) -> int:
+        """The size of the prompt pool (``reset(options={"prompt_index": k})`` takes
+        ``0 <= k < num_prompts``)."""
+        return len(self._engine.prompts)
+
+    @property
+    def reward_form(self) -> str:
+        """``"kl"`` or ``"ref_logprob"`` (see the Rewards section)."""
+        return self._engine.scoring.reward_form
+
+    @property
+    def kl_coef(self) -> float:
+        """The β in force: the adaptive controller's current value, or the fixed ``kl_coef``."""
+        return self._engine.scoring.coef
+
+    @property
+    def kl_target(self) -> float | None:
+        """The adaptive controller's target KL in nats per sequence, ``None`` for a fixed β."""
+        controller = self._engine.scoring.kl_controller
+        return None if controller is None else controller.target
+
+    def set_kl_coef(self, value: float) -> None:
+        """Set the β in force: the adaptive controller's current value (how a resumed run
+        continues where it stopped), or the fixed β."""
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"kl_coef must be a number >= 0, got {value!r}")
+        scoring = self._engine.scoring
+        if scoring.kl_controller is not None:
+            scoring.kl_controller.value = float(value)
+        else:
+            scoring.kl_coef = float(value)
+
+    @property
+    def policy(self) -> ActingPolicy | None:
+        """The attached acting policy, or ``None`` (then the KL term takes ``π = π_ref``)."""
+        return self._engine.policy
+
+    def set_policy(self, policy: ActingPolicy | None) -> None:
+        """Attach the acting policy whose distribution the KL term uses (``None`` detaches).
+
+        A vector environment's policy answers for all ``B`` rows at once.
+        """
+        self._engine.policy = check_policy(policy)
+
+
+class RLHFEnv(_Surface, gym.Env):
     """RLHF as a Markov decision process over tokens.
 
     ## Description
@@ -139,34 +270,20 @@ class RLHFEnv(gym.Env):
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode={render_mode!r} is not one of [None, 'ansi']")
         self.render_mode = render_mode
-        self.episodes = build_episodes(1, **kwargs)
-        self.observation_space, self.action_space = make_spaces(self.episodes)
+        self._engine = build_engine(1, **kwargs)
+        self.observation_space, self.action_space = make_spaces(self._engine)
         self._row = np.array([0])
-
-    @property
-    def tokenizer(self) -> Any:
-        """The policy tokenizer (decodes observations and actions)."""
-        return self.episodes.tokenizer
-
-    @property
-    def reference_model(self) -> Any:
-        """The frozen reference (a Hugging Face causal LM); copy it to get a trainable policy."""
-        return reference_model(self.episodes)
-
-    def set_policy(self, policy: Any) -> None:
-        """Attach the acting policy whose distribution the KL term uses (``None`` detaches)."""
-        self.episodes.policy = check_policy(policy)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         index = _prompt_index(options, 1)
-        info = self.episodes.reset_rows([0], [self.np_random], index)
-        return self.episodes.observation(0), info.row(0)
+        info = self._engine.reset_rows([0], [self.np_random], index)
+        return self._engine.observation(0), info.row(0)
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
-        ep = self.episodes
+        ep = self._engine
         if not ep.live[0]:
             raise RuntimeError(
                 "step() called before reset()"
@@ -181,12 +298,12 @@ class RLHFEnv(gym.Env):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        ep = self.episodes
+        ep = self._engine
         prompt = ep.prompts[ep.prompt_of[0]].text
         return f"{prompt}\u2502{ep.response_text(0)}"
 
 
-class RLHFVectorEnv(VectorEnv):
+class RLHFVectorEnv(_Surface, VectorEnv):
     """``B`` RLHF episodes in one process, every model call batched (see :class:`RLHFEnv`).
 
     Next-step autoreset (Gymnasium 1.x default): the step after a sub-environment terminates
@@ -200,25 +317,13 @@ class RLHFVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         kwargs.pop("render_mode", None)
         self.num_envs = num_envs
-        self.episodes = build_episodes(num_envs, **kwargs)
-        self.single_observation_space, self.single_action_space = make_spaces(self.episodes)
+        self._engine = build_engine(num_envs, **kwargs)
+        self.single_observation_space, self.single_action_space = make_spaces(self._engine)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._rngs: list[np.random.Generator] = []
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._all = np.arange(num_envs)
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.episodes.tokenizer
-
-    @property
-    def reference_model(self) -> Any:
-        return reference_model(self.episodes)
-
-    def set_policy(self, policy: Any) -> None:
-        """Attach the acting policy (batched ``action_logits``); ``None`` detaches."""
-        self.episodes.policy = check_policy(policy)
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
@@ -236,12 +341,12 @@ class RLHFVectorEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
         index = _prompt_index(options, self.num_envs)
-        info = self.episodes.reset_rows(list(self._all), self._rngs, index)
+        info = self._engine.reset_rows(list(self._all), self._rngs, index)
         self._needs_reset[:] = False
-        return self.episodes.observation(), info.vector()
+        return self._engine.observation(), info.vector()
 
     def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
-        ep = self.episodes
+        ep = self._engine
         if not self._rngs:
             raise RuntimeError("step() called before reset()")
         going = self._all[~self._needs_reset]
@@ -262,7 +367,8 @@ class RLHFVectorEnv(VectorEnv):
 
 
 # ---------------------------------------------------------------------- construction helpers
-def make_spaces(ep: Episodes) -> tuple[spaces.Dict, spaces.Discrete]:
+def make_spaces(ep: Engine) -> tuple[spaces.Dict, spaces.Discrete]:
+    """The single observation and action spaces of an engine's rows."""
     obs = spaces.Dict(
         {
             "input_ids": spaces.Box(0, ep.V - 1, shape=(ep.T,), dtype=np.int64),
@@ -280,17 +386,8 @@ def _prompt_index(options: dict[str, Any] | None, n: int) -> list[int] | None:
     return [index] if np.ndim(index) == 0 and n == 1 else list(np.atleast_1d(index))
 
 
-def reference_model(ep: Episodes) -> Any:
-    model = getattr(ep.reference, "model", None)
-    if model is None:
-        raise AttributeError(
-            "this environment's reference is not a neural network (the toy's "
-            "is a table: see rlhf_gym.envs.toy)"
-        )
-    return model
-
-
-def check_policy(policy: Any) -> Any:
+def check_policy(policy: Any) -> ActingPolicy | None:
+    """Accept ``None`` or an :class:`~rlhf_gym.envs.policy.ActingPolicy`; else a clear error."""
     if policy is not None and not callable(getattr(policy, "action_logits", None)):
         raise ValueError(
             "policy must have a method action_logits(observation) -> (B, V) logits "
@@ -310,7 +407,7 @@ def _as_token(action: Any, vocab: int) -> int:
     return int(arr.reshape(()))
 
 
-def build_episodes(
+def build_engine(
     num_rows: int,
     *,
     model: Any = "default",
@@ -330,8 +427,11 @@ def build_episodes(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
     policy: Any = None,
-) -> Episodes:
-    """Validate the arguments (documented on :class:`RLHFEnv`) and build the engine."""
+) -> Engine:
+    """Validate the arguments (documented on :class:`RLHFEnv`) and build the engine.
+
+    Cheap checks run first, so a bad number fails before any model is loaded.
+    """
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
     for name, value in (
@@ -348,11 +448,7 @@ def build_episodes(
     ref_model, tokenizer = _load_policy_model(model, tokenizer, dev, dt)
     vocab, eos = _vocab_and_eos(ref_model, tokenizer)
     pad = _obs_pad_id(tokenizer, vocab, eos)
-    if hasattr(ref_model, "incremental"):
-        reference = ref_model.incremental(num_rows, pad)
-    else:
-        _check_context(ref_model, max_prompt_tokens + max_new_tokens)
-        reference = IncrementalLM(ref_model, num_rows, pad)
+    reference = _reference_rows(ref_model, num_rows, pad, max_prompt_tokens + max_new_tokens)
 
     reward = reward_model if reward_model is not None else defaults["reward_model"]
     if isinstance(reward, str):
@@ -364,19 +460,26 @@ def build_episodes(
 
     texts = load_prompts(prompts if prompts is not None else defaults["prompts"])
     encoded = [_encode_prompt(t, tokenizer, max_prompt_tokens) for t in texts]
-    return Episodes(
+    sizes = dict(vocab_size=vocab, eos_token_id=eos, pad_token_id=pad)
+    return Engine(
         num_rows,
         reference,
         tokenizer,
         encoded,
         scoring,
-        vocab,
-        eos,
-        pad,
-        int(max_new_tokens),
-        int(max_prompt_tokens),
-        check_policy(policy),
+        **sizes,
+        max_new_tokens=int(max_new_tokens),
+        max_prompt_tokens=int(max_prompt_tokens),
+        policy=check_policy(policy),
     )
+
+
+def _reference_rows(model: Any, num_rows: int, pad: int, context: int) -> ReferenceRows:
+    """The reference's ``B`` rows: a reference object's own, or KV-cached rows of an LM."""
+    if hasattr(model, "incremental"):
+        return model.incremental(num_rows, pad)
+    _check_context(model, context)
+    return IncrementalLM(model, num_rows, pad)
 
 
 def _load_policy_model(model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> tuple:

@@ -2,7 +2,8 @@
 
 ``gym.make("RLHF-v0")`` must work offline, so the package ships a tiny causal LM, its
 tokenizer and one reward model per task, in Hugging Face format. This command produces them
-from nothing but :mod:`rlhf_gym.corpus` (see ``docs/design.md``, "The embedded default"):
+from nothing but :mod:`rlhf_gym.embedded.corpus` (see ``docs/design.md``, "The embedded
+default"):
 
 1. generate the sentiment and harmless corpora (seeded);
 2. train a byte-level BPE tokenizer on them (``<|endoftext|>`` is EOS and BOS, ``<|pad|>`` is
@@ -24,8 +25,9 @@ Output layout (``<out>`` defaults to ``rlhf_gym/data/default``)::
 Contracts the environment relies on: prompts have no trailing space and are encoded without
 special tokens (the LM was trained without a BOS prefix); a response is the decoded
 continuation (``tokenizer.decode(ids, skip_special_tokens=True)``, nearly always starting
-with a space, see :mod:`rlhf_gym.corpus`); the reward model reads ``prompt + response`` as
-one string, right-truncated to its ``n_positions``; every dropout is 0 in the saved configs.
+with a space, see :mod:`rlhf_gym.embedded.corpus`); the reward model reads
+``prompt + response`` as one string, right-truncated to its ``n_positions``; every dropout is
+0 in the saved configs.
 
 The build is deterministic: the same seed, library versions, thread count and machine give
 a byte-identical output directory (checked for two full builds and in the tests for --mini).
@@ -33,8 +35,8 @@ a byte-identical output directory (checked for two full builds and in the tests 
 Example:
     Full build (about 10 minutes on one CPU core), then a 10-second smoke build::
 
-        python -m rlhf_gym.build_default
-        python -m rlhf_gym.build_default --mini --out /tmp/rlhf-mini
+        python -m rlhf_gym.embedded
+        python -m rlhf_gym.embedded --mini --out /tmp/rlhf-mini
 """
 
 from __future__ import annotations
@@ -67,12 +69,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rlhf_gym.corpus import TASKS, TaskCorpus, make_task_corpus
+from rlhf_gym.embedded.corpus import TASKS, TaskCorpus, make_task_corpus
 from rlhf_gym.envs.gold import GOLD_LABELERS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "default"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "data" / "default"
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 # One thread: on a shared 2-core machine, two OpenMP threads that spin-wait for each other
@@ -365,7 +367,8 @@ def _config_kwargs(tokenizer: PreTrainedTokenizerFast, n_positions: int) -> dict
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
-        # Dropout would make the policy's log-probabilities random (field notes, "PPO details").
+        # Dropout on makes the policy's log-probabilities random, a classic cause of negative KL
+        # estimates (a policy in train mode scores the same tokens differently on every pass).
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,
         "attn_pdrop": 0.0,
@@ -464,7 +467,8 @@ def sampling_config(tokenizer: PreTrainedTokenizerFast, max_new_tokens: int) -> 
     """Pure categorical sampling at temperature 1: no top-k, no top-p, no penalties.
 
     Any truncation of the distribution would make the sampled tokens disagree with the
-    log-probabilities the KL is computed from (field notes, "Why KL goes negative").
+    log-probabilities the KL is computed from, so the KL estimate could go negative (see the
+    TRL documentation, "Training FAQ", on negative KL from top-k or min-length sampling).
     """
     return GenerationConfig(
         do_sample=True,
@@ -852,6 +856,105 @@ def _clear(out_dir: Path) -> None:
     (out_dir / "BUILD.json").unlink(missing_ok=True)
 
 
+class _Stopwatch:
+    """Times the stages of a build; each lap is the time since the previous lap or the start."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Records and logs the seconds since the previous lap under ``stage``."""
+        self.timings[stage] = round(time.perf_counter() - self._clock, 1)
+        logger.info("%s done in %.1f s", stage, self.timings[stage])
+        self._clock = time.perf_counter()
+
+
+def _make_corpora(config: BuildConfig, seed: int) -> dict[str, TaskCorpus]:
+    """Generates the corpus of every task, in the order of :data:`TASKS`."""
+    return {
+        task: make_task_corpus(
+            task,
+            n_documents=config.n_documents,
+            n_heldout=config.n_heldout,
+            seed=seed,
+            n_train_prompts=config.n_train_prompts,
+            n_eval_prompts=config.n_eval_prompts,
+            n_extra_prompts=config.n_extra_prompts,
+        )
+        for task in TASKS
+    }
+
+
+def _documents(corpora: dict[str, TaskCorpus]) -> list[str]:
+    """The training documents of all tasks, task after task."""
+    return [d for c in corpora.values() for d in c.documents]
+
+
+def _build_tokenizer(
+    corpora: dict[str, TaskCorpus], config: BuildConfig
+) -> PreTrainedTokenizerFast:
+    """Trains the tokenizer on all training documents and checks it on held-out ones."""
+    tokenizer = train_tokenizer(_documents(corpora), config.vocab_size, config.n_positions)
+    check_round_trip(tokenizer, [d for c in corpora.values() for d in c.heldout[:50]])
+    return tokenizer
+
+
+def _build_lm(
+    tokenizer: PreTrainedTokenizerFast,
+    corpora: dict[str, TaskCorpus],
+    config: BuildConfig,
+    seed: int,
+    out_dir: Path,
+) -> tuple[GPT2LMHeadModel, dict[str, object]]:
+    """Trains the LM, saves it to ``out_dir / "lm"`` and measures its held-out loss per task.
+
+    Returns:
+        The LM, and its metrics for ``BUILD.json``.
+    """
+    lm, lm_train_loss = train_lm(tokenizer, _documents(corpora), config, _stage_seed(seed, "lm"))
+    lm.generation_config = sampling_config(tokenizer, config.max_new_tokens)
+    _save(lm, tokenizer, out_dir / "lm")
+    heldout_loss = {
+        t: lm_loss(lm, tokenizer, c.heldout, config.n_positions) for t, c in corpora.items()
+    }
+    return lm, {
+        "parameters": _parameter_count(lm),
+        "train_loss_last_10pct": lm_train_loss,
+        "heldout_loss": heldout_loss,
+    }
+
+
+def _build_reward_models(
+    lm: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    corpora: dict[str, TaskCorpus],
+    config: BuildConfig,
+    seed: int,
+    out_dir: Path,
+    stopwatch: _Stopwatch,
+) -> dict[str, object]:
+    """Builds and saves the reward model of each task to ``out_dir / "reward-<task>"``.
+
+    Returns:
+        The metrics of each reward model, by task.
+    """
+    reward_metrics: dict[str, object] = {}
+    for task, corpus in corpora.items():
+        model, reward_metrics[task] = _build_reward_model(task, lm, tokenizer, corpus, config, seed)
+        _save(model, tokenizer, out_dir / f"reward-{task}")
+        stopwatch.lap(f"reward_{task}")
+    return reward_metrics
+
+
+def _tokenizer_metrics(tokenizer: PreTrainedTokenizerFast) -> dict[str, object]:
+    return {
+        "vocab_size": len(tokenizer),
+        "eos_id": tokenizer.eos_token_id,
+        "pad_id": tokenizer.pad_token_id,
+    }
+
+
 def build(
     out_dir: Path, *, mini: bool = False, seed: int = 0, threads: int = DEFAULT_THREADS
 ) -> dict[str, object]:
@@ -870,49 +973,17 @@ def build(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        timings[stage] = round(time.perf_counter() - clock, 1)
-        logger.info("%s done in %.1f s", stage, timings[stage])
-        clock = time.perf_counter()
-
+    stopwatch = _Stopwatch()
     with deterministic_torch(threads):
         _seed(seed)
-        corpora = {
-            task: make_task_corpus(
-                task,
-                n_documents=config.n_documents,
-                n_heldout=config.n_heldout,
-                seed=seed,
-                n_train_prompts=config.n_train_prompts,
-                n_eval_prompts=config.n_eval_prompts,
-                n_extra_prompts=config.n_extra_prompts,
-            )
-            for task in TASKS
-        }
-        documents = [d for c in corpora.values() for d in c.documents]
-        tokenizer = train_tokenizer(documents, config.vocab_size, config.n_positions)
-        check_round_trip(tokenizer, [d for c in corpora.values() for d in c.heldout[:50]])
-        lap("corpus_and_tokenizer")
-
-        lm, lm_train_loss = train_lm(tokenizer, documents, config, _stage_seed(seed, "lm"))
-        lm.generation_config = sampling_config(tokenizer, config.max_new_tokens)
-        _save(lm, tokenizer, out_dir / "lm")
-        heldout_loss = {
-            t: lm_loss(lm, tokenizer, c.heldout, config.n_positions) for t, c in corpora.items()
-        }
-        lap("lm")
-
-        reward_metrics = {}
-        for task, corpus in corpora.items():
-            model, reward_metrics[task] = _build_reward_model(
-                task, lm, tokenizer, corpus, config, seed
-            )
-            _save(model, tokenizer, out_dir / f"reward-{task}")
-            lap(f"reward_{task}")
+        corpora = _make_corpora(config, seed)
+        tokenizer = _build_tokenizer(corpora, config)
+        stopwatch.lap("corpus_and_tokenizer")
+        lm, lm_metrics = _build_lm(tokenizer, corpora, config, seed, out_dir)
+        stopwatch.lap("lm")
+        reward_metrics = _build_reward_models(
+            lm, tokenizer, corpora, config, seed, out_dir, stopwatch
+        )
     _write_prompts(out_dir, corpora)
 
     metrics: dict[str, object] = {
@@ -921,28 +992,20 @@ def build(
         "threads": threads,
         "config": asdict(config),
         "corpus": {task: _corpus_metrics(c) for task, c in corpora.items()},
-        "tokenizer": {
-            "vocab_size": len(tokenizer),
-            "eos_id": tokenizer.eos_token_id,
-            "pad_id": tokenizer.pad_token_id,
-        },
-        "lm": {
-            "parameters": _parameter_count(lm),
-            "train_loss_last_10pct": lm_train_loss,
-            "heldout_loss": heldout_loss,
-        },
+        "tokenizer": _tokenizer_metrics(tokenizer),
+        "lm": lm_metrics,
         "reward_models": reward_metrics,
         "versions": _versions(),
     }
     # Timings vary from run to run, so they are returned and printed but not written: the
     # whole output directory is then reproducible, not only the weights.
     (out_dir / "BUILD.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    return metrics | {"timings_s": timings}
+    return metrics | {"timings_s": stopwatch.timings}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m rlhf_gym.build_default",
+        prog="python -m rlhf_gym.embedded",
         description="Build the embedded default LM, tokenizer and reward models offline.",
     )
     parser.add_argument(

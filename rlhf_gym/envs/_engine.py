@@ -1,6 +1,10 @@
 """The engine that :class:`~rlhf_gym.envs.rlhf_env.RLHFEnv` and its vector version share.
 
-``Episodes`` runs ``B`` episodes side by side. Every model call (reference forward, acting
+Private: nothing outside :mod:`rlhf_gym.envs` imports this module or reads an environment's
+``_engine``; agents and commands use the environments' public surface instead (a test enforces
+it, see ``docs/design.md``, "Layering").
+
+:class:`Engine` runs ``B`` episodes side by side. Every model call (reference forward, acting
 policy, reward model) is made once per step for all rows; a single environment is the case
 ``B = 1``. Keeping one engine is what makes the vector environment give the same results as
 ``B`` single environments: the arithmetic per row is the same code.
@@ -17,7 +21,9 @@ import numpy as np
 import torch
 
 from rlhf_gym.envs.kl import KL_ESTIMATORS, AdaptiveKLController, estimate_kl
-from rlhf_gym.envs.lm import IncrementalLM
+from rlhf_gym.envs.lm import ReferenceRows
+from rlhf_gym.envs.policy import ActingPolicy
+from rlhf_gym.envs.rewards import RewardModel
 
 REWARD_FORMS: tuple[str, ...] = ("kl", "ref_logprob")
 
@@ -35,7 +41,7 @@ class Prompt:
 class Scoring:
     """What turns tokens into rewards (validated once, shared by all rows)."""
 
-    reward_model: Any  # RewardModel
+    reward_model: RewardModel | None  # set once loaded (validation runs before loading)
     gold: Callable[[str, str], float] | None
     kl_coef: float
     kl_estimator: str
@@ -54,6 +60,7 @@ class Scoring:
 
     @property
     def coef(self) -> float:
+        """The β in force: the adaptive controller's current value, or the fixed ``kl_coef``."""
         return self.kl_controller.value if self.kl_controller else float(self.kl_coef)
 
 
@@ -81,12 +88,14 @@ class Info:
         self.masks[key][rows] = True
 
     def merge(self, other: Info) -> Info:
+        """Copy every key ``other`` holds for its rows into this info; return ``self``."""
         for key, mask in other.masks.items():
             rows = np.flatnonzero(mask)
             self.put(key, rows, other.values[key][rows])
         return self
 
     def vector(self) -> dict[str, Any]:
+        """The Gymnasium vector layout: ``{key: (B,) array, "_key": (B,) bool mask}``."""
         out: dict[str, Any] = {}
         for key, values in self.values.items():
             out[key], out[f"_{key}"] = values, self.masks[key]
@@ -100,12 +109,12 @@ class Info:
         }
 
 
-class Episodes:
+class Engine:
     """``B`` RLHF episodes, advanced together (see the environment docstring for semantics).
 
     Args:
         num_rows: ``B``.
-        reference: the frozen reference as an :class:`IncrementalLM`-like object.
+        reference: the frozen reference's rows (:class:`~rlhf_gym.envs.lm.ReferenceRows`).
         tokenizer: decodes responses (``decode(ids, skip_special_tokens=True)``).
         prompts: the prompt pool, already encoded.
         scoring: the reward definition.
@@ -116,7 +125,7 @@ class Episodes:
     def __init__(
         self,
         num_rows: int,
-        reference: IncrementalLM,
+        reference: ReferenceRows,
         tokenizer: Any,
         prompts: Sequence[Prompt],
         scoring: Scoring,
@@ -125,7 +134,7 @@ class Episodes:
         pad_token_id: int,
         max_new_tokens: int,
         max_prompt_tokens: int,
-        policy: Any = None,
+        policy: ActingPolicy | None = None,
     ) -> None:
         self.B, self.V = num_rows, vocab_size
         self.reference, self.tokenizer, self.prompts, self.scoring = (
@@ -289,6 +298,7 @@ class Episodes:
                 self.scoring.kl_controller.update(float(self.kl_sum[r]))
 
     def response_text(self, row: int) -> str:
+        """The decoded response of ``row`` so far (a final EOS left out)."""
         ids = self.ids[row, self.prompt_len[row] : self.length[row]].tolist()
         if ids and ids[-1] == self.eos:
             ids = ids[:-1]

@@ -22,7 +22,7 @@ Everything is a pure function of the seed: each stream uses its own ``random.Ran
 with a string (string seeds hash with SHA-512, so they do not depend on ``PYTHONHASHSEED``).
 
 Example:
-    >>> from rlhf_gym.corpus import make_task_corpus
+    >>> from rlhf_gym.embedded.corpus import make_task_corpus
     >>> corpus = make_task_corpus("sentiment", n_documents=100, n_heldout=10, seed=0)
     >>> len(corpus.train_prompts), len(corpus.eval_prompts)
     (256, 128)
