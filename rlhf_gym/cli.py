@@ -55,12 +55,14 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, title: str) -
         if str(f.type) not in _TYPES:
             raise TypeError(f"{config_cls.__name__}.{f.name}: no option type for {f.type!r}")
         default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        flag = _flag(f.name)
         group.add_argument(
-            _flag(f.name),
+            flag,
             dest=f.name,
+            metavar=flag[2:].upper().replace("-", "_"),
             type=_TYPES[str(f.type)],
             default=None,  # unset options keep the dataclass default
-            help=f"{f.metadata['help']} (default: {default})",
+            help=f.metadata["help"] + ("" if default is None else f" (default: {default})"),
         )
 
 
@@ -176,7 +178,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` gets its options (and its imports)."""
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = argparse.ArgumentParser(prog="rlhf-gym", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="rlhf-gym",
+        description="RLHF as an ordinary Gymnasium problem: train, evaluate "
+        "and compare agents on the RLHF environments.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add, run) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, add_help=name != "build-default")

@@ -58,7 +58,7 @@ def train(
     ``env_kwargs`` are extra ``gym.make_vec`` arguments (paths of a reward model, prompts …).
     """
     agent_cls = agent_class(agent_name)
-    out = (lambda *a: None) if quiet else print  # noqa: E731
+    out = (lambda *a: None) if quiet else print
     run_dir = Path(logdir) / f"{cfg.env_id}__{agent_name}__{cfg.seed}__{int(time.time())}"
     if resume is not None:
         resumed_from = checkpoint.resolve(resume)
@@ -95,7 +95,8 @@ def _train_with_checkpoints(
     def after_update(a: Any, stats: dict[str, float]) -> None:
         if progress is not None:
             progress.set_postfix_str(
-                f"score {stats.get(tags.SCORES, 0):+.3f} kl {stats.get(tags.KL, 0):.3f}"
+                f"score {stats.get(tags.SCORES, 0):+.3f} kl {stats.get(tags.KL, 0):.3f}",
+                refresh=False,  # update() redraws
             )
             progress.update(1)
         if cfg.checkpoint_every and a.update_idx % cfg.checkpoint_every == 0:

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
-import torch  # noqa: E402
+import torch
 
 # The test models are tiny: one thread is faster than two, and far faster on a busy machine
 # (OpenMP threads spin-waiting on a core another process holds).
@@ -33,7 +33,12 @@ def tiny_rm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"))
 
 
-TINY_PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
+TINY_PROMPTS = [
+    "the movie was",
+    "i did not like",
+    "a wonderful film",
+    "Q: how do i fix my bike ? A:",
+]
 
 
 @pytest.fixture

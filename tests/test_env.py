@@ -257,3 +257,35 @@ def test_reward_model_with_another_tokenizer_gets_text(kw):
     traj = rollout(env, [5, 9, 14], seed=0)
     info = traj[-1][2]
     assert np.isfinite(info["score"]) and isinstance(info["response_text"], str)
+
+
+def test_public_surface_is_the_same_on_single_and_vector_envs(kw, tiny_lm_dir):
+    single, vector = RLHFEnv(**kw), RLHFVectorEnv(num_envs=3, **kw)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    for env in (single, vector):
+        assert env.vocab_size == model.get_output_embeddings().weight.shape[0]
+        assert env.eos_token_id == env.tokenizer.eos_token_id != env.pad_token_id
+        assert (env.max_new_tokens, env.max_prompt_tokens) == (6, 8)
+        assert env.num_prompts == len(PROMPTS) == len(env.prompts)
+        assert all(full.endswith(seen) for full, seen in zip(PROMPTS, env.prompts, strict=True))
+        assert env.device == torch.device("cpu") and env.reward_form == "kl"
+        assert env.kl_coef == 0.05 and env.kl_target is None and env.policy is None
+        with pytest.raises(RuntimeError, match="after reset"):
+            env.reference_logits  # noqa: B018 - the property raises
+    obs, _ = vector.reset(seed=0)
+    for row in range(3):  # the reference's logits at each row's state, as an uncached pass
+        n = int(obs["attention_mask"][row].sum())
+        ids = torch.as_tensor(obs["input_ids"][row, :n])[None]
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits[0, -1]
+        torch.testing.assert_close(vector.reference_logits[row], expected, atol=1e-4, rtol=0)
+    policy = LMPolicy(model, num_envs=3)
+    vector.set_policy(policy)
+    assert vector.policy is policy
+    vector.set_kl_coef(0.2)  # a fixed β is replaced …
+    assert vector.kl_coef == 0.2
+    adaptive = RLHFVectorEnv(num_envs=2, kl_target=4.0, **kw)
+    adaptive.set_kl_coef(0.3)  # … an adaptive one moves the controller
+    assert adaptive.kl_coef == 0.3 and adaptive.kl_target == 4.0
+    with pytest.raises(ValueError, match="kl_coef must be a number >= 0"):
+        adaptive.set_kl_coef(-1)

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 pytest.importorskip("stable_baselines3")
-from stable_baselines3 import DQN, PPO  # noqa: E402
-from stable_baselines3.common.env_checker import check_env  # noqa: E402
-from test_ppo import PROMPTS, toy_objective  # noqa: E402
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.env_checker import check_env
+from test_ppo import PROMPTS, toy_objective
 
-import rlhf_gym  # noqa: E402
-from rlhf_gym.agents import tags  # noqa: E402
-from rlhf_gym.agents.sb3 import (  # noqa: E402
+import rlhf_gym
+from rlhf_gym.agents import tags
+from rlhf_gym.agents.sb3 import (
     SB3DQN,
     SB3PPO,
     AttachPolicyCallback,
@@ -28,8 +28,8 @@ from rlhf_gym.agents.sb3 import (  # noqa: E402
     SB3DQNConfig,
     SB3PPOConfig,
 )
-from rlhf_gym.envs import toy  # noqa: E402
-from rlhf_gym.train import train  # noqa: E402
+from rlhf_gym.envs import toy
+from rlhf_gym.train import train
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 KL_ESTIMATORS = ("k1", "k3", "full")  # as rlhf_gym.envs.kl.KL_ESTIMATORS (no torch import here)
 
 
-def config_field(default: Any, help: str) -> Any:  # noqa: A002 - the CLI reads metadata["help"]
+def config_field(default: Any, help: str) -> Any:
     """A config dataclass field with its ``--help`` text (``rlhf-gym`` generates options)."""
     return field(default=default, metadata={"help": help})
 

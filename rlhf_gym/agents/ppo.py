@@ -87,6 +87,7 @@ class PPOConfig(AgentConfig):
     kl_horizon: int = _f(10_000, "adaptive KL horizon in episodes")
 
     def validate(self) -> None:
+        """The shared checks, then PPO's own (epochs, minibatches, critic, temperature)."""
         super().validate()
         positive_ints(self, "ppo_epochs", "num_minibatches")
         if self.num_envs % self.num_minibatches:
@@ -244,6 +245,7 @@ class PPO:
         return logp, entropy, values
 
     def update(self, ro: Rollout) -> dict[str, float]:
+        """Advantages (GAE) from the rollout's rewards, then clipped PPO epochs; the losses."""
         cfg = self.cfg
         B, L = ro.response_mask.shape
         m = ro.response_mask

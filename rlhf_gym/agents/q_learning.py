@@ -212,6 +212,7 @@ class TabularQConfig:
 
     @property
     def soft(self) -> bool:
+        """Soft (KL-regularised, ``kl_coef > 0``) rather than plain Q-learning."""
         return self.kl_coef > 0
 
 
@@ -261,6 +262,7 @@ class TabularQ:
         return best / best.sum()
 
     def epsilon(self) -> float:
+        """The exploration rate now: linear from ``epsilon_start`` to ``epsilon_end``."""
         cfg = self.cfg
         span = max(1.0, cfg.exploration_fraction * cfg.total_episodes)
         frac = min(1.0, self.episodes_seen / span)

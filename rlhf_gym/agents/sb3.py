@@ -126,6 +126,7 @@ class LMFeaturesExtractor(BaseFeaturesExtractor):
         self.cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> LMFeaturesExtractor:
+        """SB3's train/eval switch, keeping the LM itself in eval mode (dropout off)."""
         super().train(mode)
         self.lm.eval()  # dropout off while training too (as the native PPO; see its docstring)
         return self
@@ -247,6 +248,7 @@ class LMQPolicy(DQNMultiInputPolicy):
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> QNetwork:
+        """SB3's Q-network with the LM head as its output layer."""
         q = super().make_q_net()
         q.q_net = q.features_extractor.lm.get_output_embeddings()  # (B, H) -> (B, V) Q-values
         return q
@@ -276,6 +278,7 @@ class SB3ActingPolicy:
 
     @torch.no_grad()
     def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor:
+        """The logits ``(B, V)`` of the model's action distribution at ``observation``."""
         policy = self.model.policy
         if isinstance(policy, LMActorCriticPolicy):
             cached = self._from_cache(policy, observation)
@@ -503,6 +506,7 @@ class LatestValues(KVWriter):
         self.values: dict[str, Any] = {}
 
     def write(self, key_values: dict[str, Any], key_excluded: Any, step: int = 0) -> None:
+        """Keep the latest value of every key SB3 dumps."""
         self.values.update(key_values)
 
 

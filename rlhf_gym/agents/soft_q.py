@@ -136,6 +136,7 @@ class SoftQConfig(AgentConfig):
     adam_eps: float = _f(1e-5, "Adam epsilon")
 
     def validate(self) -> None:
+        """The shared checks, then soft-Q's own (β > 0, λ, τ, buffer and batch sizes)."""
         super().validate()
         positive_ints(self, "buffer_episodes", "batch_size", "gradient_steps")
         if not self.kl_coef > 0:

@@ -31,7 +31,9 @@ from rlhf_gym.envs.lm import IncrementalLM
 class ActingPolicy(Protocol):
     """The acting policy's next-token logits ``(B, V)`` for a batched observation."""
 
-    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor | np.ndarray: ...
+    def action_logits(self, observation: dict[str, np.ndarray]) -> torch.Tensor | np.ndarray:
+        """``(B, V)`` logits (or log-probabilities) the actions at ``observation`` come from."""
+        ...
 
 
 class PrecomputedLogits:

@@ -38,7 +38,9 @@ BUILTIN_REWARD_MODELS: dict[str, Path] = {
 class RewardModel(Protocol):
     """Scores finished responses: ``score(prompts, responses) -> (N,) float array``."""
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray: ...
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """One float per ``(prompt, response)`` pair, as an ``(N,)`` array."""
+        ...
 
 
 class FunctionReward:
@@ -48,6 +50,7 @@ class FunctionReward:
         self.fn = fn
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Score each ``(prompt, response)`` pair with the function."""
         return np.array([float(self.fn(p, r)) for p, r in zip(prompts, responses, strict=True)])
 
 
@@ -68,6 +71,7 @@ class WeightedReward:
         self.last_parts: dict[str, np.ndarray] = {}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The weighted sum of the parts' scores (each kept in :attr:`last_parts`)."""
         self.last_parts = {
             k: np.asarray(rm.score(prompts, responses)) for k, rm in self.parts.items()
         }
@@ -136,6 +140,7 @@ class HFRewardModel:
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """The logit of ``label`` for each ``prompt + response`` text, in batches."""
         texts = [p + r for p, r in zip(prompts, responses, strict=True)]
         device = next(self.model.parameters()).device
         scores = []

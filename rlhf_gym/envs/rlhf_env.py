@@ -277,12 +277,14 @@ class RLHFEnv(_Surface, gym.Env):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start an episode on a prompt drawn with ``seed`` (or ``options["prompt_index"]``)."""
         super().reset(seed=seed)
         index = _prompt_index(options, 1)
         info = self._engine.reset_rows([0], [self.np_random], index)
         return self._engine.observation(0), info.row(0)
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        """Append the token ``action``; see the class docstring for rewards and ``info``."""
         ep = self._engine
         if not ep.live[0]:
             raise RuntimeError(
@@ -296,6 +298,7 @@ class RLHFEnv(_Surface, gym.Env):
         return ep.observation(0), float(rewards[0]), bool(terminated[0]), False, info.row(0)
 
     def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the prompt, ``│``, and the response so far."""
         if self.render_mode != "ansi":
             return None
         ep = self._engine
@@ -328,6 +331,7 @@ class RLHFVectorEnv(_Surface, VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset every row; ``seed=s`` seeds row ``i`` with ``s + i``, no seed continues."""
         if seed is None and self._rngs:
             pass  # like gym.Env.reset: no seed continues each sub-environment's random stream
         elif seed is None or isinstance(seed, (int, np.integer)):
@@ -346,6 +350,7 @@ class RLHFVectorEnv(_Surface, VectorEnv):
         return self._engine.observation(), info.vector()
 
     def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Append one token per row (rows that terminated last step are reset instead)."""
         ep = self._engine
         if not self._rngs:
             raise RuntimeError("step() called before reset()")

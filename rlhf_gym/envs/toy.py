@@ -108,6 +108,7 @@ class ToyReference:
     vocab_size = len(VOCAB)
 
     def incremental(self, num_rows: int, pad_token_id: int) -> _ToyRows:
+        """``num_rows`` rows over the table (a :class:`~rlhf_gym.envs.lm.ReferenceRows`)."""
         return _ToyRows(num_rows)
 
 

@@ -1,0 +1,88 @@
+"""The ``rlhf-gym`` command line: options generated from the dataclasses, lazy imports."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from rlhf_gym.agents import AGENTS, config_class
+from rlhf_gym.cli import add_options, build_parser, from_args
+from rlhf_gym.compare import CompareConfig
+from rlhf_gym.evaluate import EvalConfig
+from rlhf_gym.train import RunOptions
+
+
+def parser_actions(argv: list[str]) -> dict[str, object]:
+    """``dest -> action`` of the subcommand ``argv[0]``'s parser."""
+    sub = next(a for a in build_parser(argv)._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices[argv[0]]._actions}
+
+
+@pytest.mark.parametrize(
+    ("argv", "classes"),
+    [
+        (["compare"], [CompareConfig]),
+        (["eval"], [EvalConfig]),
+        *[(["train", "--agent", name], [RunOptions, config_class(name)]) for name in AGENTS],
+    ],
+)
+def test_every_option_comes_from_a_dataclass_field(argv, classes):
+    actions = parser_actions(argv)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if "help" not in f.metadata:
+                continue  # not an option (CompareConfig.env_kwargs)
+            action = actions[f.name]
+            assert action.default is None  # unset options keep the dataclass default
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            assert f.metadata["help"] in action.help
+            if f.default is not None:
+                assert f"(default: {shown})" in action.help
+    expected = {f.name for cls in classes for f in dataclasses.fields(cls) if "help" in f.metadata}
+    extra = {"help", "agent", "json"}
+    assert set(actions) - extra == expected  # and no hand-written option beside them
+
+
+def test_options_become_the_dataclass_values():
+    args = build_parser(argv := ["eval", "--env", "RLHFToy-v0", "--best-of", "1, 4"]).parse_args(
+        argv
+    )
+    cfg = from_args(EvalConfig, args)
+    assert cfg == EvalConfig(env_id="RLHFToy-v0", best_of=(1, 4))
+    argv = ["compare", "--agents", "ppo,qlearning", "--seeds", "2", "--out", "x"]
+    cc = from_args(CompareConfig, build_parser(argv).parse_args(argv))
+    assert (cc.agents, cc.seeds, cc.out, cc.total_episodes) == (("ppo", "qlearning"), 2, "x", 2048)
+    argv = ["train", "--agent", "qlearning", "--kl-coef", "0.2", "--double-q", "true"]
+    cfg = from_args(config_class("qlearning"), build_parser(argv).parse_args(argv))
+    assert (cfg.kl_coef, cfg.double_q, cfg.num_envs) == (0.2, True, 64)
+
+
+def test_a_field_type_the_cli_cannot_parse_is_refused():
+    @dataclasses.dataclass
+    class Odd:
+        weights: dict = dataclasses.field(default_factory=dict, metadata={"help": "w"})
+
+    import argparse
+
+    with pytest.raises(TypeError, match="Odd.weights"):
+        add_options(argparse.ArgumentParser(), Odd, "odd")
+
+
+def test_help_imports_neither_torch_nor_the_agents():
+    code = (
+        "import sys\n"
+        "from rlhf_gym.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'stable_baselines3', 'rlhf_gym.agents.ppo')"
+        " if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "train an agent" in out.stdout
+    assert "heavy: []" in out.stdout
