@@ -294,28 +294,23 @@ def _mean_std(values: Any) -> tuple[float, float]:
     return float(np.nanmean(vals)), float(np.nanstd(vals))
 
 
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A CSV file: the header, then the rows."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def write_tables(rows: list[dict[str, Any]], out: Path) -> str:
     """Write ``results.csv`` and ``results.md``; return the Markdown text."""
-    with open(out / "results.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            [
-                "name",
-                "seeds",
-                "env_steps",
-                *[f"{k}_{s}" for k, _ in COLUMNS for s in ("mean", "std")],
-            ]
-        )
-        for row in rows:
-            cells = [c for k, _ in COLUMNS for c in row.get(k, (math.nan, math.nan))]
-            writer.writerow(
-                [
-                    row["name"],
-                    row["seeds"],
-                    row["env_steps"],
-                    *["" if math.isnan(c) else f"{c:.6g}" for c in cells],
-                ]
-            )
+    stats = [f"{k}_{s}" for k, _ in COLUMNS for s in ("mean", "std")]
+    lines_csv = []
+    for row in rows:
+        cells = [c for k, _ in COLUMNS for c in row.get(k, (math.nan, math.nan))]
+        numbers = ["" if math.isnan(c) else f"{c:.6g}" for c in cells]
+        lines_csv.append([row["name"], row["seeds"], row["env_steps"], *numbers])
+    write_csv(out / "results.csv", ["name", "seeds", "env_steps", *stats], lines_csv)
     head = "| | " + " | ".join(title for _, title in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
     for row in rows:
@@ -337,35 +332,13 @@ def table_cell(value: tuple[float, float] | None, key: str) -> str:
 
 def write_runs(results: list[RunResult], out: Path) -> None:
     """``runs.csv``: one row per agent and seed."""
-    with open(out / "runs.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            [
-                "agent",
-                "seed",
-                "score",
-                "gold",
-                "kl",
-                "wall_s",
-                "steps_per_s",
-                "env_steps",
-                "run_dir",
-            ]
-        )
-        for r in results:
-            writer.writerow(
-                [
-                    r.agent,
-                    r.seed,
-                    f"{r.score:.6g}",
-                    f"{r.gold:.6g}",
-                    f"{r.kl:.6g}",
-                    f"{r.wall_s:.1f}",
-                    f"{r.steps_per_s:.1f}",
-                    r.env_steps,
-                    r.run_dir,
-                ]
-            )
+    header = ["agent", "seed", "score", "gold", "kl", "wall_s", "steps_per_s", "env_steps"]
+    rows = [
+        [r.agent, r.seed, f"{r.score:.6g}", f"{r.gold:.6g}", f"{r.kl:.6g}"]
+        + [f"{r.wall_s:.1f}", f"{r.steps_per_s:.1f}", r.env_steps, r.run_dir]
+        for r in results
+    ]
+    write_csv(out / "runs.csv", [*header, "run_dir"], rows)
 
 
 # ---------------------------------------------------------------------- the figure

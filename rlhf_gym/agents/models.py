@@ -1,12 +1,30 @@
-"""The policy network an agent trains, built from the environment it acts in."""
+"""What an agent acts in and trains: its vector environment, and the policy network built
+from that environment's reference."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import gymnasium as gym
 import torch
 from torch import nn
+
+
+def make_vector_env(config: Any, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """``gym.make_vec(config.env_id, num_envs=config.num_envs, ...)`` with the config's
+    environment arguments (:meth:`~rlhf_gym.agents.config.AgentConfig.env_kwargs`), overridden
+    by ``env_kwargs`` (a reward model path, a prompt file …)."""
+    kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
+    return gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
+
+
+def trainable_policy(env: Any) -> nn.Module:
+    """:func:`make_policy` on the environment's device, in eval mode (dropout off, also while
+    training: dropout makes log-probabilities random, a classic cause of negative KL)."""
+    policy = make_policy(env).to(env.device)
+    policy.eval()
+    return policy.requires_grad_(True)
 
 
 def make_policy(env: Any) -> nn.Module:

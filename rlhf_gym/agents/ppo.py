@@ -38,7 +38,6 @@ import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -54,7 +53,7 @@ from rlhf_gym.agents.episodes import (
     real_tokens,
     row_info,
 )
-from rlhf_gym.agents.models import make_policy
+from rlhf_gym.agents.models import make_vector_env, trainable_policy
 from rlhf_gym.envs.policy import LMPolicy
 
 
@@ -162,13 +161,10 @@ class PPO:
     ) -> None:
         self.cfg, self.writer = config, writer
         torch.manual_seed(config.seed)
-        kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
-        self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
+        self.envs = make_vector_env(config, env_kwargs)
         self.env = self.envs.unwrapped  # its public surface: vocab_size, kl_coef, …
         self.device = self.env.device
-        self.policy = make_policy(self.env).to(self.device)
-        self.policy.eval()  # dropout off, also while training (module docstring)
-        self.policy.requires_grad_(True)
+        self.policy = trainable_policy(self.env)  # eval mode: dropout off while training too
         self.critic = make_critic(config.critic, self.policy, self.env).to(self.device)
         params = [*self.policy.parameters(), *self.critic.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)

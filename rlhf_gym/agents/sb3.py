@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -429,24 +429,9 @@ class SB3PPOConfig(AgentConfig):
 
     def algorithm(self, env: VecEnv, lm: nn.Module, device: Any) -> BaseAlgorithm:
         """The SB3 PPO model on ``env`` whose policy starts from ``lm``."""
-        c = self
-        return PPO(
-            LMActorCriticPolicy,
-            env,
-            learning_rate=c.learning_rate,
-            n_steps=c.n_steps,
-            batch_size=c.batch_size,
-            n_epochs=c.n_epochs,
-            gamma=c.gamma,
-            gae_lambda=c.gae_lambda,
-            clip_range=c.clip_range,
-            ent_coef=c.ent_coef,
-            vf_coef=c.vf_coef,
-            max_grad_norm=c.max_grad_norm,
-            seed=c.seed,
-            device=device,
-            policy_kwargs=dict(lm=lm, temperature=c.temperature),
-        )
+        policy_kwargs = dict(lm=lm, temperature=self.temperature)
+        arguments = sb3_arguments(self, device)
+        return PPO(LMActorCriticPolicy, env, **arguments, policy_kwargs=policy_kwargs)
 
 
 @dataclass
@@ -479,24 +464,15 @@ class SB3DQNConfig(AgentConfig):
 
     def algorithm(self, env: VecEnv, lm: nn.Module, device: Any) -> BaseAlgorithm:
         """The SB3 DQN model on ``env`` whose Q-network starts from ``lm``."""
-        c = self
-        return DQN(
-            LMQPolicy,
-            env,
-            learning_rate=c.learning_rate,
-            buffer_size=c.buffer_size,
-            learning_starts=c.learning_starts,
-            batch_size=c.batch_size,
-            gamma=c.gamma,
-            train_freq=c.train_freq,
-            gradient_steps=c.gradient_steps,
-            target_update_interval=c.target_update_interval,
-            exploration_fraction=c.exploration_fraction,
-            exploration_final_eps=c.exploration_final_eps,
-            seed=c.seed,
-            device=device,
-            policy_kwargs=dict(lm=lm),
-        )
+        return DQN(LMQPolicy, env, **sb3_arguments(self, device), policy_kwargs=dict(lm=lm))
+
+
+def sb3_arguments(cfg: AgentConfig, device: Any = "auto") -> dict[str, Any]:
+    """The SB3 algorithm's keyword arguments: the config's own fields (named as SB3 names
+    them; ``temperature`` is ours), its ``seed`` and ``device``."""
+    shared = {f.name for f in fields(AgentConfig)} | {"temperature"}
+    own = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in shared}
+    return {**own, "seed": cfg.seed, "device": device}
 
 
 class LatestValues(KVWriter):

@@ -81,7 +81,6 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -97,7 +96,7 @@ from rlhf_gym.agents.episodes import (
     real_tokens,
     row_info,
 )
-from rlhf_gym.agents.models import make_policy
+from rlhf_gym.agents.models import make_vector_env, trainable_policy
 from rlhf_gym.envs.policy import LMPolicy
 
 
@@ -328,20 +327,21 @@ class SoftQ:
     ) -> None:
         self.cfg, self.writer = config, writer
         torch.manual_seed(config.seed)
-        kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
         needed = config.env_kwargs()
-        clash = {k: kwargs[k] for k in ("reward_form", "kl_coef") if kwargs[k] != needed[k]}
+        clash = {
+            k: v
+            for k, v in (env_kwargs or {}).items()
+            if k in ("reward_form", "kl_coef") and v != needed[k]
+        }
         if clash:
             raise ValueError(
                 f"the soft-Q agent needs reward_form='ref_logprob' and kl_coef = β; "
                 f"env_kwargs overrides {clash}"
             )
-        self.envs = gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
+        self.envs = make_vector_env(config, env_kwargs)
         self.env = self.envs.unwrapped  # its public surface: reference_logits, pad_token_id, …
         self.device = self.env.device
-        self.policy = make_policy(self.env).to(self.device)
-        self.policy.eval()  # dropout off, also while training (as PPO; see its docstring)
-        self.policy.requires_grad_(True)
+        self.policy = trainable_policy(self.env)  # eval mode: dropout off while training too
         self.target = None if config.tau == 1 else copy.deepcopy(self.policy).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps
