@@ -23,5 +23,6 @@ _ENVS = {
 
 for _id, (_entry, _vector_entry, _kwargs) in _ENVS.items():
     if _id not in registry:
-        # No max_episode_steps: episodes end inside the env with terminated=True (design.md).
+        # No max_episode_steps: episodes end inside the env with terminated=True
+        # (docs/design.md, "Contracts").
         register(id=_id, entry_point=_entry, vector_entry_point=_vector_entry, kwargs=_kwargs)

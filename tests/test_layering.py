@@ -1,4 +1,5 @@
-"""design.md's layering rule: the environment never imports agents, SB3, TensorBoard or a CLI."""
+"""docs/design.md's layering rule: the environment never imports agents, SB3, TensorBoard or a
+CLI, and nothing outside ``rlhf_gym/envs`` reads the environment's private parts."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_envs_do_not_import_agents_or_tools():
     for path in files:
         for name in imported_modules(path):
             bad = [f for f in FORBIDDEN if name == f or name.startswith(f + ".")]
-            assert not bad, f"{path.name} imports {name}: the env layer must not (design.md)"
+            assert not bad, f"{path.name} imports {name}: the env layer must not (docs/design.md)"
 
 
 def test_package_init_only_registers():

@@ -114,7 +114,7 @@ def from_pretrained(loader: Any, path: str, what: str, builtins: dict[str, Path]
 def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Any:
     """Move ``model`` to ``device``/``dtype``, switch dropout off and freeze its weights."""
     model = model.to(device=device, dtype=dtype)
-    model.eval()  # dropout off (field notes: dropout on is a classic cause of negative KL)
+    model.eval()  # dropout off: dropout makes log-probabilities random (negative KL estimates)
     model.requires_grad_(False)
     return model
 
