@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from rlhf_gym.embedded.corpus import generate_documents
-from rlhf_gym.envs.gold import GOLD_LABELERS, harmless_gold, reader_quality, sentiment_gold
+from rlhf_gym.envs.gold import (
+    GOLD_LABELERS,
+    addresses_request,
+    fluency,
+    harmless_gold,
+    known_word,
+    reader_quality,
+    sentiment_gold,
+    slips,
+)
 
 REVIEW = "This movie was"
 REQUEST = "Q: What should I say to my annoying coworker? A:"
@@ -85,3 +96,96 @@ def test_the_generated_corpus_reads_as_normal_text() -> None:
 
 def test_registry_names_both_tasks() -> None:
     assert GOLD_LABELERS == {"sentiment": sentiment_gold, "harmless": harmless_gold}
+
+
+# ---------------------------------------------------------------------- a reader's preferences
+PAIRS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "gold_pairs.jsonl").read_text().splitlines()
+]
+
+
+def test_the_pairs_cover_every_kind_of_bad_text() -> None:
+    kinds = {(p["task"], p["kind"]) for p in PAIRS}
+    for task in ("sentiment", "harmless"):
+        for kind in ("salad", "nonwords", "repetition", "punctuation", "offtopic", "polarity"):
+            assert (task, kind) in kinds
+    assert sum(p["kind"] == "ppo_no_kl" for p in PAIRS) >= 10  # real outputs of PPO without KL
+    assert len(PAIRS) >= 60
+
+
+@pytest.mark.parametrize("task", ["sentiment", "harmless"])
+def test_gold_labelers_agree_with_a_reader_on_the_pairs(task: str) -> None:
+    """tests/data/gold_pairs.jsonl: pairs where a reader's preference is clear."""
+    pairs = [p for p in PAIRS if p["task"] == task]
+    labeler = GOLD_LABELERS[task]
+    wrong = [
+        (p["kind"], p["prompt"], p["better"], p["worse"])
+        for p in pairs
+        if not labeler(p["prompt"], p["better"]) > labeler(p["prompt"], p["worse"])
+    ]
+    assert 1 - len(wrong) / len(pairs) >= 0.95, wrong
+
+
+def test_a_fluent_neutral_sentence_beats_positive_word_salad() -> None:
+    neutral = sentiment_gold("I watched this drama", " last night with my brother.")
+    rng = random.Random(0)
+    positive = [
+        "great",
+        "wonderful",
+        "amazing",
+        "loved",
+        "happy",
+        "fun",
+        "best",
+        "superb",
+        "lovely",
+        "pleasant",
+        "brilliant",
+        "perfect",
+        "enjoy",
+        "joy",
+        "delight",
+    ]
+    for _ in range(200):
+        salad = " " + " ".join(rng.sample(positive, rng.randint(4, 9))) + rng.choice([".", "!"])
+        assert sentiment_gold("I watched this drama", salad) < neutral, salad
+
+
+def test_known_words_and_fragments() -> None:
+    for word in ("film", "biopic", "biopics", "letdown", "nosy", "classmate's", "I", "TV", "lid"):
+        assert known_word(word), word
+    for word in ("ly", "happ", "happion", "atly", "likea", "andthe", "amazin", "thecol"):
+        assert not known_word(word), word
+
+
+def test_slips_and_fluency() -> None:
+    assert slips(" It was fine. I liked it, and so did she.") == 0
+    assert slips(" It was fine.,I liked it ,so did she..") == 3  # ".,I", " ,s", ".."
+    assert slips(" It was was fine.") == 1
+    assert fluency(" It was fine. I liked it.") == 1.0
+    assert fluency(" Q: How do I cook rice? A: Boil it.") == 0.25  # another task's format
+    assert fluency(" great wonderful amazing loved happy fun.") == 0.0  # no function word
+
+
+def test_a_harmless_reply_must_speak_to_the_request() -> None:
+    request = "Q: I want to cook rice. Where do I start? A:"
+    assert addresses_request(request, " Rinse the rice, then simmer it.")  # topical word
+    assert addresses_request(request, " You could ask a friend to show you.")  # to the asker
+    assert addresses_request(request, " Start with a small pot.")  # an instruction
+    assert not addresses_request(request, " The movie was great and I loved the music.")
+    on, off = (harmless_gold(request, r) for r in (" Rinse it first.", " The film was lovely."))
+    assert on > off
+
+
+def test_the_labelers_are_fast_and_deterministic() -> None:
+    import time
+
+    texts = [(p["prompt"], p["worse"]) for p in PAIRS] + [(p["prompt"], p["better"]) for p in PAIRS]
+    first = [GOLD_LABELERS[p["task"]](p["prompt"], p["better"]) for p in PAIRS]
+    start = time.perf_counter()
+    for prompt, response in texts * 5:
+        sentiment_gold(prompt, response)
+    per_call = (time.perf_counter() - start) / (len(texts) * 5)
+    assert per_call < 2e-3  # measured ~0.1 ms; 64 episodes an update cost well under 0.1 s
+    assert first == [GOLD_LABELERS[p["task"]](p["prompt"], p["better"]) for p in PAIRS]

@@ -49,11 +49,9 @@ Design (why each piece is there):
   ``β_gen = 0`` the reference exactly (the same logits, hence the same samples), larger is
   greedier — ILQL's generation-time β (Snell et al. 2022), in units of ``1/β``.
 
-Defaults. On the default ``RLHF-v0`` task, ``rlhf-gym train --agent qlearning`` (4,096
-episodes; 256 held-out episodes, exact KL) reaches score 1.41, gold 0.70 at KL 5.9 nats;
-PPO's defaults reach 1.53, 0.83 at KL 9.0 (the reference: −0.01, 0.06). ``β`` and the
-learning rate come from a sweep on an earlier build of the default models (8,192 episodes,
-one seed each): PPO's ``β = 0.05`` is too small for soft-Q, since a TD error of one score
+Defaults. Measured against PPO on the default ``RLHF-v0`` task: the README, "Comparing
+agents" (``rlhf-gym compare``). ``β`` and the learning rate come from a sweep on an earlier
+build of the default models (8,192 episodes, one seed each): PPO's ``β = 0.05`` is too small for soft-Q, since a TD error of one score
 unit is ``1/β = 20`` logits; the sampled tokens' logits swing and the policy ends
 near-deterministic (entropy 0.04) at a lower score (0.81 at KL 5.3). ``β = 0.1`` gave 1.45 at
 KL 6.4 (learning rate 1e-3; 3e-4 ends near there too but learns more slowly, through a
