@@ -21,7 +21,7 @@ Written into ``--out DIR``::
 
 Example:
     ``rlhf-gym compare --agents ppo,qlearning --seeds 3 --out compare/`` (the defaults took
-    10.5 minutes on a shared 2-core CPU machine under a load of 3, one torch thread), or::
+    9 min 48 s on a busy shared 2-core CPU machine, one torch thread), or::
 
         >>> from rlhf_gym.compare import CompareConfig, compare
         >>> cc = CompareConfig(env_id="RLHFToy-v0", total_episodes=32, num_envs=16, seeds=1,
