@@ -21,6 +21,7 @@ import numpy as np
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.config import heldout_prompts
 from rlhf_gym.agents.episodes import EpisodeStats, first_episodes, row_info
+from rlhf_gym.envs.lm import from_pretrained, resolve_model_path
 from rlhf_gym.envs.policy import LMPolicy, ReferencePolicy
 
 EvalResult = EpisodeStats
@@ -109,10 +110,11 @@ def _acting(envs: Any, policy: Any, temperature: float, seed: int) -> Any:
     env = envs.unwrapped
     if policy is None:
         return ReferencePolicy(env, temperature=temperature, seed=seed)
-    if isinstance(policy, str):
+    if isinstance(policy, str):  # the environment's loading code: clear errors for bad paths
         from transformers import AutoModelForCausalLM
 
-        policy = AutoModelForCausalLM.from_pretrained(policy)
+        path = resolve_model_path(policy, "policy", {})
+        policy = from_pretrained(AutoModelForCausalLM, path, "policy", {})
     policy.to(env.device)
     return LMPolicy(policy, envs.num_envs, temperature, pad_token_id=env.pad_token_id, seed=seed)
 

@@ -57,3 +57,11 @@ def test_eval_command_json(kw, tmp_path, capsys):
 def test_eval_command_bad_input(capsys):
     assert main(["eval", "--episodes", "0", "--env", "RLHFToy-v0", "--best-of", ""]) == 2
     assert "episodes must be a positive integer" in capsys.readouterr().err
+
+
+def test_eval_command_names_a_policy_path_that_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "no-such-policy"
+    assert main(["eval", "--env", "RLHFToy-v0", "--policy", str(missing), "--best-of", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhf-gym eval: error: ") and str(missing) in err
+    assert "Traceback" not in err

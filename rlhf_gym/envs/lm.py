@@ -104,10 +104,16 @@ def from_pretrained(loader: Any, path: str, what: str, builtins: dict[str, Path]
     try:
         return loader.from_pretrained(path, **kw)
     except (OSError, ValueError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{what}={path!r} could not be loaded: the directory is not a Hugging Face "
+                f"model of that kind ({reason})"
+            ) from e
+        named = f"a built-in name ({', '.join(builtins)}), " if builtins else ""
         raise ValueError(
-            f"{what}={path!r} could not be loaded: it is not a built-in name "
-            f"({', '.join(builtins)}), not an existing local directory, and loading it as a "
-            f"Hugging Face hub name failed ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{what}={path!r} could not be loaded: it is not {named}an existing local "
+            f"directory, and loading it as a Hugging Face hub name failed ({reason})"
         ) from e
 
 
