@@ -86,3 +86,14 @@ def test_help_imports_neither_torch_nor_the_agents():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "train an agent" in out.stdout
     assert "heavy: []" in out.stdout
+
+
+def test_agent_config_checks_the_values_the_environment_accepts():
+    """AgentConfig keeps torch-free copies of the env's choices (so configs fail before any
+    model loads); they must not drift from the environment's own lists."""
+    from rlhf_gym.agents import config
+    from rlhf_gym.envs.kl import KL_ESTIMATORS
+    from rlhf_gym.envs.lm import DTYPES
+
+    assert set(config.KL_ESTIMATORS) == set(KL_ESTIMATORS)
+    assert set(config.DTYPES) == {"auto", *DTYPES}

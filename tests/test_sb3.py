@@ -33,17 +33,9 @@ from rlhf_gym.train import train
 
 
 @pytest.fixture
-def tiny_kwargs(tiny_lm_dir, tiny_rm_dir):
+def tiny_kwargs(tiny_kw):
     """A small RLHF-v0: tiny models, short context (the SB3 policy reruns it every step)."""
-    return dict(
-        model=str(tiny_lm_dir),
-        reward_model=str(tiny_rm_dir),
-        prompts=PROMPTS,
-        gold="none",
-        max_prompt_tokens=8,
-        max_new_tokens=4,
-        device="cpu",
-    )
+    return tiny_kw(prompts=PROMPTS, max_new_tokens=4)
 
 
 @pytest.mark.parametrize("env_id", sorted(rlhf_gym._ENVS))

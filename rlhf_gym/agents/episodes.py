@@ -90,6 +90,14 @@ class EpisodeStats:
     lengths: list[int] = field(default_factory=list)
     samples: list[tuple[str, str, float]] = field(default_factory=list)
 
+    @classmethod
+    def from_infos(cls, infos: Sequence[Mapping[str, Any]], max_samples: int = 8) -> EpisodeStats:
+        """The stats of finished episodes given by their last steps' ``info``, in order."""
+        stats = cls(max_samples=max_samples)
+        for info in infos:
+            stats.add(info)
+        return stats
+
     def add(self, info: Mapping[str, Any]) -> None:
         """Record one finished episode from its last step's ``info`` (a single env's dict)."""
         score = float(info["score"])

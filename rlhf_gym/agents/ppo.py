@@ -207,9 +207,7 @@ class PPO:
             for i in range(B):
                 if acts[i][-1] != self.env.eos_token_id:
                     rews[i][-1] -= cfg.missing_eos_penalty
-        episodes = EpisodeStats()
-        for info in finals:
-            episodes.add(info)
+        episodes = EpisodeStats.from_infos(finals)
         ids, mask, per_token = pad_episodes(prompts, acts, self.env.pad_token_id, logps, rews)
         response_mask, logprobs, rewards = per_token.to(self.device)
         dev = self.device

@@ -379,10 +379,7 @@ class SoftQ:
                 e.ref_lse.append(float(ref_lse[i]))
             for i in step.finished:
                 finals[i] = row_info(step.info, i)
-        stats = EpisodeStats()
-        for info in finals:
-            stats.add(info)
-        return Round(eps, stats)
+        return Round(eps, EpisodeStats.from_infos(finals))
 
     # ------------------------------------------------------------------ 2. update
     def response_logits(self, model: nn.Module, batch: Batch) -> torch.Tensor:

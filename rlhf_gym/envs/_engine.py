@@ -37,6 +37,13 @@ class Prompt:
     truncated: bool
 
 
+def check_kl_coef(value: Any) -> float:
+    """``value`` as a float if it is a number ``>= 0``; else a ``ValueError`` naming it."""
+    if not (isinstance(value, (int, float)) and value >= 0):
+        raise ValueError(f"kl_coef must be a number >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class Scoring:
     """What turns tokens into rewards (validated once, shared by all rows)."""
@@ -55,8 +62,7 @@ class Scoring:
             )
         if self.reward_form not in REWARD_FORMS:
             raise ValueError(f"reward_form={self.reward_form!r} is not one of {list(REWARD_FORMS)}")
-        if not (isinstance(self.kl_coef, (int, float)) and self.kl_coef >= 0):
-            raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
+        check_kl_coef(self.kl_coef)
 
     @property
     def coef(self) -> float:

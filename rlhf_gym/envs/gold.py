@@ -275,6 +275,12 @@ _KNOWN_ZIPF_LONG = 2.2
 
 
 @functools.lru_cache(maxsize=65536)
+def _zipf(word: str) -> float:
+    """wordfreq's English Zipf frequency, cached: every episode looks the same words up."""
+    return zipf_frequency(word, "en")
+
+
+@functools.lru_cache(maxsize=65536)
 def known_word(word: str) -> bool:
     """Whether ``word`` is an English word (wordfreq), not a fragment or a misspelling."""
     lowered = word.lower().strip("'")
@@ -285,7 +291,7 @@ def known_word(word: str) -> bool:
         if lowered.endswith(suffix) and len(lowered) > len(suffix) + 2:
             forms.add(lowered[: -len(suffix)])
     need = _KNOWN_ZIPF.get(len(lowered), _KNOWN_ZIPF_LONG)
-    return any(zipf_frequency(form, "en") >= need for form in forms)
+    return any(_zipf(form) >= need for form in forms)
 
 
 _PUNCT_ANOMALIES = re.compile(
@@ -316,7 +322,7 @@ def longest_content_run(words: list[str]) -> int:
 def _topical(word: str) -> bool:
     """A word that names the topic: not a function word, and rarer than everyday words such
     as "best", "way", "make", "feel" (Zipf frequency below 5.5)."""
-    return word not in STOPWORDS and len(word) > 2 and zipf_frequency(word, "en") < 5.5
+    return word not in STOPWORDS and len(word) > 2 and _zipf(word) < 5.5
 
 
 _SECOND_PERSON = frozenset({"you", "your", "yours", "yourself", "you're", "you'll", "you've"})

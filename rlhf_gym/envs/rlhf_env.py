@@ -13,7 +13,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlhf_gym.envs._engine import Engine, Info, Prompt, Scoring
+from rlhf_gym.envs._engine import Engine, Info, Prompt, Scoring, check_kl_coef
 from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.envs.kl import AdaptiveKLController
 from rlhf_gym.envs.lm import (
@@ -145,13 +145,12 @@ class _Surface:
     def set_kl_coef(self, value: float) -> None:
         """Set the β in force: the adaptive controller's current value (how a resumed run
         continues where it stopped), or the fixed β."""
-        if not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"kl_coef must be a number >= 0, got {value!r}")
+        value = check_kl_coef(value)
         scoring = self._engine.scoring
         if scoring.kl_controller is not None:
-            scoring.kl_controller.value = float(value)
+            scoring.kl_controller.value = value
         else:
-            scoring.kl_coef = float(value)
+            scoring.kl_coef = value
 
     @property
     def policy(self) -> ActingPolicy | None:
