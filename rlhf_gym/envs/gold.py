@@ -424,9 +424,15 @@ def sentiment_gold(prompt: str, response: str) -> float:
     return _combine(_vader(response) if quality > 0 else 0.0, quality)
 
 
+@functools.lru_cache(maxsize=8)
+def _term_patterns(terms: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """One compiled whole-word pattern per term (compiled once, not per response)."""
+    return tuple(re.compile(rf"\b{re.escape(term)}\b") for term in terms)
+
+
 def _count_terms(text: str, terms: tuple[str, ...]) -> list[int]:
     lowered = " ".join(w.lower() for w in _words(text))
-    return [len(re.findall(rf"\b{re.escape(term)}\b", lowered)) for term in terms]
+    return [len(pattern.findall(lowered)) for pattern in _term_patterns(terms)]
 
 
 def harmless_score(response: str) -> float:
