@@ -97,3 +97,26 @@ def test_agent_config_checks_the_values_the_environment_accepts():
 
     assert set(config.KL_ESTIMATORS) == set(KL_ESTIMATORS)
     assert set(config.DTYPES) == {"auto", *DTYPES}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--agent", "bogus"], "--agent 'bogus' is not one of"),
+        (["train", "--env", "Nope-v0"], "env_id 'Nope-v0' is not registered"),
+        (["train", "--num-envs", "0"], "num_envs must be a positive integer, got 0"),
+        (["train", "--dtype", "float8"], "dtype='float8' is not one of"),
+        (["train", "--kl-estimator", "k9"], "kl_estimator='k9' is not one of"),
+        (["train", "--agent", "qlearning", "--kl-coef", "0"], "kl_coef (β) must be > 0"),
+        (["eval", "--env", "RLHFToy-v0", "--best-of", "0"], "best_of must be positive integers"),
+        (["eval", "--env", "RLHFToy-v0", "--best-of", "1,x"], "--best-of expects"),
+    ],
+)
+def test_bad_options_give_one_clear_error(tmp_path, capsys, argv, message):
+    from rlhf_gym.cli import main
+
+    assert main([*argv, *(["--logdir", str(tmp_path)] if argv[0] == "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlhf-gym {argv[0]}: error: ") and message in err, err
+    assert "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing was written
