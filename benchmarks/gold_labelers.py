@@ -22,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
 from rlhf_gym.embedded.corpus import make_task_corpus
 from rlhf_gym.envs import gold
 
@@ -64,6 +66,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     pairs = [json.loads(line) for line in PAIRS.read_text().splitlines()]
+    vader = SentimentIntensityAnalyzer()
     out: dict[str, dict] = {}
     for task, labeler in gold.GOLD_LABELERS.items():
         mine = [x for x in pairs if x["task"] == task]
@@ -75,7 +78,7 @@ def main() -> None:
         texts = [split(task, d, rng) for d in corpus.documents[: args.documents]]
         qs = [quality(task, prompt, response) for prompt, response in texts]
         labeler_s = seconds_per_call(labeler, texts, args.repeats)
-        vader_s = seconds_per_call(lambda _, r: gold._vader(r), texts, args.repeats)
+        vader_s = seconds_per_call(lambda _, r: vader.polarity_scores(r), texts, args.repeats)
         out[task] = {
             "pairs": len(mine),
             "agreement": agree / len(mine),
