@@ -1,4 +1,4 @@
-"""The ``rlhf-gym`` command: ``train``, ``eval``, ``compare`` and ``build-default``.
+"""The ``rlhf-gym`` command: ``train``, ``eval``, ``compare``, ``reward``, ``label``, ``build-default``.
 
 This module only dispatches. Each command's options are generated from its dataclasses (the
 agent's config and :class:`~rlhf_gym.train.RunOptions`, :class:`~rlhf_gym.evaluate.EvalConfig`,
@@ -160,6 +160,30 @@ def _build_default(args: argparse.Namespace) -> int:
     return build.main(args.rest)
 
 
+def _add_reward(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from rlhf_gym.feedback import cli
+
+    cli.add_reward_options(parser, argv)
+
+
+def _reward(args: argparse.Namespace) -> int:
+    from rlhf_gym.feedback import cli
+
+    return cli.run_reward(args)
+
+
+def _add_label(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from rlhf_gym.feedback.label import cli
+
+    cli.add_options(parser, argv)
+
+
+def _label(args: argparse.Namespace) -> int:
+    from rlhf_gym.feedback.label import cli
+
+    return cli.run(args)
+
+
 Setup = Callable[[argparse.ArgumentParser, list[str]], None]
 COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
     "train": ("train an agent (default: PPO on RLHF-v0)", _add_train, _train),
@@ -169,6 +193,12 @@ COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
         _add_compare,
         _compare,
     ),
+    "reward": (
+        "preference data and reward models: simulate labels, train, evaluate",
+        _add_reward,
+        _reward,
+    ),
+    "label": ("the labeling page: compare pairs of responses in a browser", _add_label, _label),
     "build-default": ("rebuild the embedded default models", _add_build_default, _build_default),
 }
 """name → (help, add its options to a parser, run it)."""

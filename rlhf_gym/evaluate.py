@@ -106,7 +106,10 @@ def final_infos(envs: Any, acting: Any, prompt_index: Sequence[int], seed: int) 
     return finals
 
 
-def _acting(envs: Any, policy: Any, temperature: float, seed: int) -> Any:
+def acting_policy(envs: Any, policy: Any, temperature: float, seed: int) -> Any:
+    """The acting policy for ``envs``: ``None`` is the reference; a path or hub name is loaded
+    through the environment's loading code (clear errors for bad paths); a loaded causal LM is
+    moved to the environment's device."""
     env = envs.unwrapped
     if policy is None:
         return ReferencePolicy(env, temperature=temperature, seed=seed)
@@ -136,7 +139,7 @@ def evaluate(
     env_kwargs["kl_estimator"] = "full"
     envs = gym.make_vec(env_id, num_envs=min(num_envs, episodes), **env_kwargs)
     n_prompts = envs.unwrapped.num_prompts
-    acting = _acting(envs, policy, temperature, seed)
+    acting = acting_policy(envs, policy, temperature, seed)
     result = EpisodeStats(max_samples=n_samples)
     for start in range(0, episodes, envs.num_envs):
         index = [(start + i) % n_prompts for i in range(envs.num_envs)]
