@@ -1,4 +1,4 @@
-"""The ``rlhf-gym`` command: ``train``, ``eval``, ``compare``, ``reward``, ``label``, ``build-default``.
+"""The ``rlhf-gym`` command: train, eval, compare, reward, label and build-default.
 
 This module only dispatches. Each command's options are generated from its dataclasses (the
 agent's config and :class:`~rlhf_gym.train.RunOptions`, :class:`~rlhf_gym.evaluate.EvalConfig`,

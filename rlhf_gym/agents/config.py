@@ -57,6 +57,9 @@ class AgentConfig:
 
     env_id: str = _f("RLHF-v0", "registered environment id")
     model: str = _f("default", "policy initialisation and reference: a name or path")
+    reward_model: str | None = _f(
+        None, "reward model: built-in name, directory (rlhf-gym reward train) or hub name"
+    )
     seed: int = _f(0, "seed of prompts, sampling and the agent's own randomness")
     total_episodes: int = _f(4096, "episodes (responses) to train on")
     num_envs: int = _f(64, "episodes per rollout (the vector env's batch size B)")
@@ -77,6 +80,8 @@ class AgentConfig:
         except gym.error.Error as e:
             raise ValueError(f"env_id {self.env_id!r} is not registered ({e})") from None
         positive_ints(self, "total_episodes", "num_envs", "max_new_tokens")
+        if self.reward_model is not None and not takes_model(self.env_id):
+            raise ValueError(f"reward_model: {self.env_id} has a fixed reward and takes none")
         if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
             raise ValueError(
                 f"checkpoint_every must be an integer >= 0, got {self.checkpoint_every!r}"
@@ -98,8 +103,9 @@ class AgentConfig:
     def env_kwargs(self) -> dict[str, Any]:
         """The ``gym.make``/``gym.make_vec`` keyword arguments this config implies.
 
-        ``model``, ``max_new_tokens``, ``device`` and ``dtype`` only for ids that take them
-        (:func:`takes_model`); subclasses add their own (reward form, KL target …).
+        ``model``, ``reward_model`` (when set), ``max_new_tokens``, ``device`` and ``dtype`` only
+        for ids that take them (:func:`takes_model`); subclasses add their own (reward form, KL
+        target …).
         """
         kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator)
         if takes_model(self.env_id):
@@ -109,6 +115,8 @@ class AgentConfig:
                 device=self.device,
                 dtype=self.dtype,
             )
+            if self.reward_model is not None:
+                kw["reward_model"] = self.reward_model
         return kw
 
 

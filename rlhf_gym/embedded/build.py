@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,6 +72,15 @@ from transformers import (
 
 from rlhf_gym.embedded.corpus import TASKS, TaskCorpus, make_task_corpus
 from rlhf_gym.envs.gold import GOLD_LABELERS
+from rlhf_gym.feedback.records import Preference
+from rlhf_gym.feedback.simulate import bt_label
+from rlhf_gym.feedback.trainer import (
+    RewardTrainConfig,
+    normalise,
+    save_model,
+    score_texts,
+    train_reward_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +112,9 @@ class BuildConfig:
         lm_batch: Documents per LM batch.
         lm_lr: Peak learning rate of the LM.
         max_new_tokens: Longest sampled continuation, in tokens.
+        rm_init: ``"lm"``: each reward model starts from the LM's transformer (its sizes; the
+            ``rm_layers``/``rm_heads``/``rm_embd`` below are then unused); ``"scratch"``: a
+            fresh GPT-2 of those sizes.
         rm_layers: Transformer blocks of each reward model.
         rm_heads: Attention heads of each reward model.
         rm_embd: Width of each reward model.
@@ -129,6 +142,7 @@ class BuildConfig:
     lm_batch: int
     lm_lr: float
     max_new_tokens: int
+    rm_init: str
     rm_layers: int
     rm_heads: int
     rm_embd: int
@@ -158,6 +172,7 @@ FULL = BuildConfig(
     lm_batch=64,
     lm_lr=2e-3,  # small models tolerate a high rate; warmup and cosine decay keep it stable
     max_new_tokens=32,
+    rm_init="lm",
     rm_layers=2,
     rm_heads=4,
     rm_embd=96,
@@ -190,6 +205,7 @@ MINI = BuildConfig(
     lm_batch=16,
     lm_lr=3e-3,
     max_new_tokens=12,
+    rm_init="scratch",
     rm_layers=1,
     rm_heads=2,
     rm_embd=16,
@@ -541,12 +557,12 @@ def label_pairs(
     gold: Callable[[str, str], float],
     temperature: float,
     rng: random.Random,
-) -> list[tuple[str, str]]:
+) -> list[Preference]:
     """Asks the simulated labeler to compare every pair of continuations of each prompt.
 
-    The labeler prefers a over b with probability ``sigmoid((gold(a) - gold(b)) / T)``
-    (Bradley-Terry noise, so close calls are coin flips); exact ties are skipped, as a
-    labeler with a "no preference" button would.
+    Each judgment is :func:`rlhf_gym.feedback.simulate.bt_label` (the labeler of ``rlhf-gym
+    reward simulate``): a over b with probability ``sigmoid((gold(a) - gold(b)) / T)``; exact
+    ties are skipped, as a labeler with a "no preference" button would.
 
     Args:
         samples: Continuations, ``n_per_prompt`` consecutive ones per prompt.
@@ -556,58 +572,31 @@ def label_pairs(
         rng: Random stream of the labeler.
 
     Returns:
-        ``(chosen_text, rejected_text)`` pairs, each text being ``prompt + response``.
+        Hard-label preferences (the chosen response as A).
     """
     pairs = []
     for start in range(0, len(samples), n_per_prompt):
         group = samples[start : start + n_per_prompt]
-        scores = [gold(s.prompt, s.response) for s in group]
         for i in range(len(group)):
             for j in range(i + 1, len(group)):
-                gap = scores[i] - scores[j]
-                if gap == 0:
-                    continue
                 a, b = group[i], group[j]
-                prefer_a = rng.random() < 1 / (1 + math.exp(-gap / temperature))
-                chosen, rejected = (a, b) if prefer_a else (b, a)
-                pairs.append((chosen.prompt + chosen.response, rejected.prompt + rejected.response))
+                rec = bt_label(a.prompt, a.response, b.response, gold, temperature, rng)
+                if rec is not None:
+                    pairs.append(rec)
     return pairs
 
 
-def _score_batch(
-    model: GPT2ForSequenceClassification, sequences: Sequence[Sequence[int]], pad_id: int
-) -> torch.Tensor:
-    """Reward-model scores ``(B,)``; GPT-2 reads the last token that is not PAD."""
-    ids, mask = _pad_right(sequences, pad_id)
-    return model(input_ids=ids, attention_mask=mask).logits[:, 0]
-
-
-def _encode_texts(
-    tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], n_positions: int
-) -> dict[str, list[int]]:
-    unique = sorted(set(texts))
-    encoded = tokenizer(unique, add_special_tokens=False, truncation=True, max_length=n_positions)
-    return dict(zip(unique, encoded["input_ids"], strict=True))
-
-
-def train_reward_model(
-    tokenizer: PreTrainedTokenizerFast,
-    pairs: Sequence[tuple[str, str]],
-    config: BuildConfig,
-    seed: int,
-) -> tuple[GPT2ForSequenceClassification, float]:
-    """Trains a reward model on preference pairs with ``-logsigmoid(r_chosen - r_rejected)``.
-
-    Args:
-        tokenizer: The shared tokenizer.
-        pairs: ``(chosen_text, rejected_text)`` pairs.
-        config: Build sizes.
-        seed: Seed of this stage.
-
-    Returns:
-        The model in eval mode, and its accuracy on the labels over the last 10% of steps.
-    """
+def new_reward_model(
+    tokenizer: PreTrainedTokenizerFast, config: BuildConfig, lm: GPT2LMHeadModel, seed: int
+) -> GPT2ForSequenceClassification:
+    """The reward model before training: the LM's transformer with a new score head
+    (``rm_init="lm"``, as in the RLHF papers), or a fresh small GPT-2 (``"scratch"``)."""
     torch.manual_seed(seed)
+    if config.rm_init == "lm":
+        settings = {k: v for k, v in lm.config.to_dict().items() if k not in LABEL_KEYS}
+        model = GPT2ForSequenceClassification(GPT2Config(**settings, num_labels=1))
+        model.transformer.load_state_dict(lm.transformer.state_dict())
+        return model
     rm_config = GPT2Config(
         n_layer=config.rm_layers,
         n_head=config.rm_heads,
@@ -615,69 +604,32 @@ def train_reward_model(
         num_labels=1,
         **_config_kwargs(tokenizer, config.n_positions),
     )
-    model = GPT2ForSequenceClassification(rm_config)
-    ids = _encode_texts(tokenizer, [t for pair in pairs for t in pair], config.n_positions)
-    lengths = [len(ids[c]) + len(ids[r]) for c, r in pairs]
-    batches = _bucketed_batches(lengths, config.rm_batch, random.Random(seed))
-    optimizer, scheduler = _optimizer(model, config.rm_lr, config.rm_steps)
-    correct, seen = 0, 0
-    model.train()
-    for step in range(config.rm_steps):
-        batch = [pairs[i] for i in next(batches)]
-        scores = _score_batch(
-            model, [ids[t] for pair in batch for t in pair], tokenizer.pad_token_id
-        )
-        margin = scores[0::2] - scores[1::2]  # (B,) chosen minus rejected
-        loss = -F.logsigmoid(margin).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= config.rm_steps * 0.9:
-            correct += int((margin > 0).sum())
-            seen += len(batch)
-        if step % 200 == 0:
-            logger.info("reward model step %d/%d loss %.3f", step, config.rm_steps, loss.item())
-    return model.eval(), correct / max(1, seen)
+    return GPT2ForSequenceClassification(rm_config)
 
 
-@torch.no_grad()
+LABEL_KEYS = ("id2label", "label2id", "num_labels")
+
+
+def reward_train_config(config: BuildConfig, seed: int) -> RewardTrainConfig:
+    """The build's settings of the shared Bradley-Terry trainer."""
+    return RewardTrainConfig(
+        max_steps=config.rm_steps,
+        batch_size=config.rm_batch,
+        lr=config.rm_lr,
+        weight_decay=0.01,
+        max_length=config.n_positions,
+        heldout=0.1,
+        eval_every=max(1, config.rm_steps // 10),
+        patience=4,
+        seed=seed,
+    )
+
+
 def reward_scores(
     model: GPT2ForSequenceClassification, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]
-) -> torch.Tensor:
-    """Scores ``(N,)`` of full texts (``prompt + response``), right-truncated to the window."""
-    ids = _encode_texts(tokenizer, texts, model.config.n_positions)
-    chunks = [
-        _score_batch(model, [ids[t] for t in texts[i : i + 256]], tokenizer.pad_token_id)
-        for i in range(0, len(texts), 256)
-    ]
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def normalise_reward_model(
-    model: GPT2ForSequenceClassification, scores: torch.Tensor
-) -> tuple[float, float]:
-    """Makes the affine change ``r -> (r - mean) / std`` inside the saved weights.
-
-    GPT-2's ``score`` layer has no bias, so the shift goes into the final LayerNorm's bias,
-    which feeds only ``score``: with ``w' = w / std``, adding ``c * w' / |w'|^2`` to
-    ``ln_f.bias`` adds exactly ``c = -mean / std`` to every score.
-
-    Args:
-        model: The reward model, changed in place.
-        scores: Its scores on reference samples.
-
-    Returns:
-        The mean and standard deviation that were removed.
-    """
-    mean, std = scores.mean().item(), scores.std(unbiased=False).item()
-    weight = model.score.weight  # (1, n_embd)
-    weight.div_(std)
-    row = weight[0]
-    model.transformer.ln_f.bias.add_(row * (-mean / std) / row.dot(row))
-    return mean, std
+) -> np.ndarray:
+    """Scores ``(N,)`` of full texts (``prompt + response``), as the environment reads them."""
+    return score_texts(model, tokenizer, texts)
 
 
 def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
@@ -727,7 +679,7 @@ def _preference_pairs(
     corpus: TaskCorpus,
     config: BuildConfig,
     seed: int,
-) -> list[tuple[str, str]]:
+) -> list[Preference]:
     """Samples continuations of the train and extra prompts and has them labeled in pairs."""
     k = config.rm_samples_per_prompt
     samples = sample_continuations(
@@ -781,20 +733,24 @@ def _build_reward_model(
 ) -> tuple[GPT2ForSequenceClassification, dict[str, object]]:
     """Samples, labels, trains, normalises and evaluates the reward model of one task.
 
-    Normalisation uses fresh samples on the train prompts (the reference policy's
-    distribution, where RL starts); evaluation uses samples on the held-out eval prompts.
+    Training is :func:`rlhf_gym.feedback.trainer.train_reward_model` (the trainer of ``rlhf-gym
+    reward train``), with a tenth of the prompts held out for early stopping. Normalisation
+    uses fresh samples on the train prompts (the reference policy's distribution, where RL
+    starts); evaluation uses samples on the held-out eval prompts.
     """
     pairs = _preference_pairs(task, lm, tokenizer, corpus, config, seed)
-    model, train_accuracy = train_reward_model(
-        tokenizer, pairs, config, _stage_seed(seed, f"{task}/rm")
-    )
+    rm_seed = _stage_seed(seed, f"{task}/rm")
+    model = new_reward_model(tokenizer, config, lm, rm_seed)
+    result = train_reward_model(model, tokenizer, pairs, reward_train_config(config, rm_seed))
 
     def samples(prompts: list[str], n: int, stage: str) -> list[Sample]:
         stage_seed = _stage_seed(seed, f"{task}/{stage}")
         return sample_continuations(lm, tokenizer, prompts, n, config.max_new_tokens, stage_seed)
 
     reference = _texts(samples(corpus.train_prompts, config.norm_samples_per_prompt, "norm"))
-    mean, std = normalise_reward_model(model, reward_scores(model, tokenizer, reference))
+    before = reward_scores(model, tokenizer, reference)
+    mean, std = float(before.mean()), float(before.std())
+    normalise(model, mean, std)
     after = reward_scores(model, tokenizer, reference)
     m = config.eval_samples_per_prompt
     evaluation = _evaluate_reward_model(
@@ -803,28 +759,23 @@ def _build_reward_model(
     return model, {
         "parameters": _parameter_count(model),
         "pairs": len(pairs),
-        "train_accuracy_vs_noisy_labels": train_accuracy,
+        "train_pairs": result.train_pairs,
+        "steps": result.steps,
+        "kept_step": result.best_step,
+        "train_accuracy_vs_noisy_labels": result.train_accuracy,
+        "heldout_accuracy_vs_noisy_labels": result.heldout.get("accuracy"),
         "normalisation": {
             "removed_mean": mean,
             "removed_std": std,
-            "mean_after": after.mean().item(),
-            "std_after": after.std(unbiased=False).item(),
+            "mean_after": float(after.mean()),
+            "std_after": float(after.std()),
         },
     } | evaluation
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
     """Saves in Hugging Face format (safetensors), readable by transformers 4.46+ and 5."""
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    # transformers 5 names the class "TokenizersBackend", which 4.x does not know; both
-    # load "PreTrainedTokenizerFast" from the same tokenizer.json.
-    config_path = path / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
-    for file in path.iterdir():
-        file.chmod(0o644)  # safetensors writes 0600; package data must be world-readable
+    save_model(model, tokenizer, path)
 
 
 def _write_prompts(out_dir: Path, corpora: dict[str, TaskCorpus]) -> None:
@@ -960,7 +911,12 @@ def _tokenizer_metrics(tokenizer: PreTrainedTokenizerFast) -> dict[str, object]:
 
 
 def build(
-    out_dir: Path, *, mini: bool = False, seed: int = 0, threads: int = DEFAULT_THREADS
+    out_dir: Path,
+    *,
+    mini: bool = False,
+    seed: int = 0,
+    threads: int = DEFAULT_THREADS,
+    reward_only: bool = False,
 ) -> dict[str, object]:
     """Builds the tokenizer, the LM and both reward models into ``out_dir``.
 
@@ -969,6 +925,9 @@ def build(
         mini: Toy sizes for tests (seconds instead of minutes).
         seed: Seed of the whole build.
         threads: Torch intra-op threads (part of what makes the bytes reproducible).
+        reward_only: Keep the tokenizer and LM already in ``out_dir`` (built with the same
+            seed and sizes) and rebuild only the reward models. Every stage has its own seed,
+            so the output is the same as a full build's.
 
     Returns:
         The metrics, as also written to ``out_dir / "BUILD.json"``.
@@ -976,14 +935,21 @@ def build(
     config = MINI if mini else FULL
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _clear(out_dir)
+    previous = _previous_build(out_dir, mini, seed) if reward_only else None
+    if previous is None:
+        _clear(out_dir)
     stopwatch = _Stopwatch()
     with deterministic_torch(threads):
         _seed(seed)
         corpora = _make_corpora(config, seed)
-        tokenizer = _build_tokenizer(corpora, config)
-        stopwatch.lap("corpus_and_tokenizer")
-        lm, lm_metrics = _build_lm(tokenizer, corpora, config, seed, out_dir)
+        if previous is None:
+            tokenizer = _build_tokenizer(corpora, config)
+            stopwatch.lap("corpus_and_tokenizer")
+            lm, lm_metrics = _build_lm(tokenizer, corpora, config, seed, out_dir)
+        else:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / "lm")
+            lm = GPT2LMHeadModel.from_pretrained(out_dir / "lm").eval()
+            lm_metrics = previous["lm"]
         stopwatch.lap("lm")
         reward_metrics = _build_reward_models(
             lm, tokenizer, corpora, config, seed, out_dir, stopwatch
@@ -1007,6 +973,20 @@ def build(
     return metrics | {"timings_s": stopwatch.timings}
 
 
+def _previous_build(out_dir: Path, mini: bool, seed: int) -> dict[str, Any]:
+    """The BUILD.json of the build in ``out_dir``, checked to match ``mini`` and ``seed``."""
+    path = out_dir / "BUILD.json"
+    if not path.is_file() or not (out_dir / "lm").is_dir():
+        raise FileNotFoundError(f"--reward-only needs a finished build in {out_dir}: no {path}")
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    if previous.get("mini") != mini or previous.get("seed") != seed:
+        raise ValueError(
+            f"--reward-only: the build in {out_dir} has mini={previous.get('mini')}, "
+            f"seed={previous.get('seed')}; asked for mini={mini}, seed={seed}"
+        )
+    return previous
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m rlhf_gym.embedded",
@@ -1017,6 +997,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--mini", action="store_true", help="toy sizes for a smoke test (seconds)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole build (default: 0)")
+    parser.add_argument(
+        "--reward-only",
+        action="store_true",
+        help="keep the tokenizer and LM of the build in --out; rebuild the reward models",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -1032,7 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars
     started = time.perf_counter()
-    metrics = build(args.out, mini=args.mini, seed=args.seed, threads=args.threads)
+    metrics = build(
+        args.out, mini=args.mini, seed=args.seed, threads=args.threads, reward_only=args.reward_only
+    )
     summary = {
         "out": str(args.out),
         "seconds": round(time.perf_counter() - started, 1),

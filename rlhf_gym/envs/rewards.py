@@ -84,7 +84,9 @@ class HFRewardModel:
     The input text is ``prompt + response``; when it is longer than the model's window, the
     start is cut (``truncation_side="left"``) so the response is always scored. The score is the
     logit of ``label``: with one label, that logit; otherwise by default the label whose name
-    contains "pos" (``POSITIVE`` in ``lvwerra/distilbert-imdb``), else the last one.
+    contains "pos" (``POSITIVE`` in ``lvwerra/distilbert-imdb``), else the last one. A config
+    attribute ``score_shift`` (written by :func:`rlhf_gym.feedback.trainer.normalise` for models
+    whose score head has no bias to hold it) is added to every score.
 
     Args:
         model: a loaded ``AutoModelForSequenceClassification`` (it is frozen, dropout off).
@@ -105,6 +107,7 @@ class HFRewardModel:
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.label = self._label_index(label)
+        self.shift = float(getattr(model.config, "score_shift", 0.0) or 0.0)
         self.max_length = min(int(getattr(tokenizer, "model_max_length", 512)), 4096)
         for key in ("max_position_embeddings", "n_positions"):
             if hasattr(model.config, key):
@@ -154,7 +157,7 @@ class HFRewardModel:
             )
             logits = self.model(**enc.to(device)).logits  # (n, num_labels)
             scores.append(logits[:, self.label].float().cpu().numpy())
-        return np.concatenate(scores)
+        return np.concatenate(scores) + self.shift
 
 
 def as_reward_model(reward: Any) -> RewardModel:

@@ -54,7 +54,7 @@ def sample_pairs(
         num_pairs: How many pairs.
         task: ``sentiment`` or ``harmless`` (its environment, prompts and reference).
         policy: ``None`` (the reference), a model directory or hub name, or a loaded causal LM.
-        prompts: Prompt set name or file, or a list of prompts (default: the task's training prompts).
+        prompts: Prompt set name or file, or a list of prompts (default: the task's train set).
         seed: Seed of the prompt order and the sampling.
         device: Where the models run.
         num_envs: Rows sampled side by side (rounded down to an even number).
