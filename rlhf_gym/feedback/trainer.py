@@ -189,15 +189,19 @@ def model_window(model: Any, tokenizer: Any) -> int:
 
 
 def ensure_pad_token(model: Any, tokenizer: Any) -> bool:
-    """Give the tokenizer a pad token distinct from EOS (resizing the embeddings if one is
-    added) and tell the model which it is. Returns whether a token was added."""
-    added = False
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        added = bool(tokenizer.add_special_tokens({"pad_token": PAD_TOKEN}))
-        if added:
+    """Give the tokenizer a pad token distinct from EOS (:data:`PAD_TOKEN`, resizing the
+    embeddings if it is new to the vocabulary) and tell the model which it is.
+
+    Returns:
+        Whether the pad token changed.
+    """
+    changed = tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id
+    if changed:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    return added
+    return changed
 
 
 def load_base(base: str, device: torch.device | str = "cpu") -> tuple[Any, Any]:

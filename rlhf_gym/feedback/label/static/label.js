@@ -99,7 +99,8 @@
     try {
       await loadNext();
     } catch (error) {
-      say(`Saved pair #${pair.id}, but the next pair did not load: ${error.message}. Reload the page.`, "error");
+      say(`Saved pair #${pair.id}, but the next pair did not load: ${error.message}. `
+        + "Reload the page.", "error");
       setState("error");
       current = null;
     }
