@@ -741,7 +741,9 @@ def _build_reward_model(
     pairs = _preference_pairs(task, lm, tokenizer, corpus, config, seed)
     rm_seed = _stage_seed(seed, f"{task}/rm")
     model = new_reward_model(tokenizer, config, lm, rm_seed)
-    result = train_reward_model(model, tokenizer, pairs, reward_train_config(config, rm_seed))
+    result = train_reward_model(
+        model, tokenizer, pairs, reward_train_config(config, rm_seed), log=logger.info
+    )
 
     def samples(prompts: list[str], n: int, stage: str) -> list[Sample]:
         stage_seed = _stage_seed(seed, f"{task}/{stage}")

@@ -7,8 +7,8 @@
 * ``mean_margin``: the mean of ``r(preferred) − r(other)``;
 * ``ece``: expected calibration error of the Bradley-Terry probability that A wins,
   ``σ(s · (r_a − r_b))``, against the labels (10 equal-width bins; soft labels count as their
-  ``p_a``; each pair counted in both orders). ``s`` undoes the normalisation to std 1 (``reward_model.json`` records the std
-  removed), so this is the calibration of the model as trained;
+  ``p_a``; each pair counted in both orders). ``s`` undoes the normalisation to std 1
+  (``reward_model.json`` records the std removed): the calibration of the model as trained;
 * ``log_loss``: the Bradley-Terry loss on the file;
 * ``accuracy_vs_gold``, where the records carry the gold labeler's scores (``gold_a``,
   ``gold_b``, as ``rlhf-gym reward simulate`` writes them): the share ordered as the

@@ -363,7 +363,8 @@ def train_reward_model(
         heldout_records: An explicit held-out set (then ``records`` are all trained on).
         writer: A TensorBoard ``SummaryWriter`` (or ``None``).
         progress: Show a tqdm bar on stderr.
-        log: Where one-line messages (truncation, early stopping) go.
+        log: Where one-line messages (truncation, held-out evaluations, early stopping) go
+            when there is no progress bar (with one, they are printed above it).
 
     Returns:
         A :class:`TrainResult`; the model holds the kept weights, in ``eval()`` mode.
@@ -422,6 +423,13 @@ def train_reward_model(
     correct = seen = 0
     train_seconds = 0.0
     bar = _bar(total) if progress else None
+
+    def say(message: str) -> None:  # above the progress bar, if there is one
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            log(message)
+
     step = 0
     try:
         while step < total:
@@ -462,6 +470,10 @@ def train_reward_model(
             if held and (step % eval_every == 0 or step == total):
                 metrics = _metrics(model, enc, held, config.center, device)
                 result.history.append((step, metrics["accuracy"]))
+                say(
+                    f"step {step}/{total}: held-out accuracy {metrics['accuracy']:.3f}, "
+                    f"loss {metrics['loss']:.3f}"
+                )
                 if writer is not None:
                     writer.add_scalar(HELDOUT_ACCURACY, metrics["accuracy"], step)
                     writer.add_scalar(HELDOUT_LOSS, metrics["loss"], step)
@@ -474,7 +486,7 @@ def train_reward_model(
                     since_best += 1
                     if config.patience and since_best >= config.patience and step < total:
                         result.stopped_early = True
-                        log(
+                        say(
                             f"early stop at step {step}: held-out accuracy has not improved "
                             f"on {best_acc:.3f} (step {result.best_step}) for "
                             f"{since_best} evaluations"
