@@ -45,20 +45,20 @@ import torch.nn.functional as F
 
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.feedback.records import Preference
+from rlhf_gym.feedback.tags import (
+    HELDOUT_ACCURACY,
+    HELDOUT_LOSS,
+    HELDOUT_MARGIN,
+    LEARNING_RATE,
+    TRAIN_ACCURACY,
+    TRAIN_LOSS,
+    TRAIN_MARGIN,
+    TRAIN_REWARD_MAX,
+    TRAIN_REWARD_MEAN,
+    TRAIN_REWARD_MIN,
+)
 
 PAD_TOKEN = "<|pad|>"
-
-# TensorBoard tags (docs/metrics.md, "Reward-model training")
-TRAIN_LOSS = "reward/train/loss"
-TRAIN_ACCURACY = "reward/train/accuracy"
-TRAIN_MARGIN = "reward/train/margin"
-TRAIN_REWARD_MEAN = "reward/train/reward_mean"
-TRAIN_REWARD_MIN = "reward/train/reward_min"
-TRAIN_REWARD_MAX = "reward/train/reward_max"
-HELDOUT_LOSS = "reward/heldout/loss"
-HELDOUT_ACCURACY = "reward/heldout/accuracy"
-HELDOUT_MARGIN = "reward/heldout/margin"
-LEARNING_RATE = "reward/train/learning_rate"
 
 
 def bradley_terry_loss(
