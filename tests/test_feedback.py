@@ -291,7 +291,14 @@ def test_trainer_learns_a_preference_keeps_the_best_weights_and_reports_truncati
     model, tok = load_base("default")
     records = _keyword_pairs(120)
     cfg = RewardTrainConfig(
-        epochs=3, batch_size=16, lr=1e-3, heldout=0.25, max_length=6, eval_every=5, patience=0
+        epochs=3,
+        batch_size=16,
+        lr=1e-3,
+        heldout=0.25,
+        max_length=6,
+        eval_every=5,
+        patience=0,
+        min_steps=0,
     )
     result = train_reward_model(model, tok, records, cfg)
     assert result.train_pairs + result.heldout_pairs == 120  # nothing dropped
@@ -302,10 +309,23 @@ def test_trainer_learns_a_preference_keeps_the_best_weights_and_reports_truncati
 
 
 def test_early_stopping_stops_when_heldout_accuracy_does_not_improve():
+    """Coin-flip labels: nothing to learn, so the held-out accuracy and loss stop improving."""
     model, tok = load_base("default")
+    rng = random.Random(1)
+    noise = [
+        Preference(r.prompt, r.response_a, r.response_b, float(rng.random() < 0.5))
+        for r in _keyword_pairs(60)
+    ]
     cfg = RewardTrainConfig(max_steps=200, batch_size=8, lr=1e-3, eval_every=2, patience=2)
-    result = train_reward_model(model, tok, _keyword_pairs(60), cfg)
+    result = train_reward_model(model, tok, noise, cfg)
     assert result.stopped_early and result.steps < 200
+    assert result.best_step < result.steps  # the kept weights are the best, not the last
+
+
+def test_small_data_sets_get_at_least_min_steps():
+    model, tok = load_base("default")
+    cfg = RewardTrainConfig(epochs=1, batch_size=8, min_steps=12, heldout=0)
+    assert train_reward_model(model, tok, _keyword_pairs(16), cfg).steps == 12  # not 2
 
 
 def test_bad_training_settings_name_the_field():

@@ -21,7 +21,7 @@ HELDOUT_MARGIN = "reward/heldout/margin"
 
 INTRO = (
     "Scalars are logged against the optimiser step. For a pair, "
-    "`d = r(prompt + A) − r(prompt + B)`; \"preferred\" is the response with `p_a ≥ 0.5`."
+    '`d = r(prompt + A) − r(prompt + B)`; "preferred" is the response with `p_a ≥ 0.5`.'
 )
 """The glossary's introduction in ``docs/metrics.md``."""
 

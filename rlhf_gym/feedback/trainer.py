@@ -102,7 +102,9 @@ class RewardTrainConfig:
 
     Attributes:
         epochs: Passes over the training pairs (unless ``max_steps`` is set).
-        max_steps: Optimiser steps; 0: ``epochs`` decide.
+        min_steps: At least this many steps when ``epochs`` decide: a few hundred labels make
+            only a handful of batches per epoch, too few for the model to learn anything.
+        max_steps: Optimiser steps; 0: ``epochs`` (and ``min_steps``) decide.
         batch_size: Pairs per step.
         lr: Peak learning rate (AdamW; 5% warm-up, cosine decay to 10%). 3e-4 suits the
             embedded base (1M weights); models of 100M+ weights want 1e-5 to 5e-5.
@@ -116,7 +118,8 @@ class RewardTrainConfig:
     """
 
     epochs: float = _f(2.0, "passes over the training pairs (unless --max-steps is set)")
-    max_steps: int = _f(0, "optimiser steps (0: --epochs decide)")
+    min_steps: int = _f(100, "at least this many steps when --epochs decide (small data sets)")
+    max_steps: int = _f(0, "optimiser steps (0: --epochs and --min-steps decide)")
     batch_size: int = _f(32, "pairs per optimiser step")
     lr: float = _f(3e-4, "peak learning rate (AdamW, 5% warm-up, cosine decay to 10%)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -131,6 +134,7 @@ class RewardTrainConfig:
         """Raise ``ValueError`` naming the first bad field."""
         checks = {
             "epochs": self.epochs > 0,
+            "min_steps": self.min_steps >= 0,
             "max_steps": self.max_steps >= 0,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
@@ -396,7 +400,7 @@ def train_reward_model(
             "(no pair is dropped)"
         )
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = config.max_steps or max(1, round(config.epochs * steps_per_epoch))
+    total = config.max_steps or max(1, config.min_steps, round(config.epochs * steps_per_epoch))
     eval_every = config.eval_every or steps_per_epoch
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -419,7 +423,7 @@ def train_reward_model(
     model.eval()  # dropout off while it learns (transformers have no batch norm)
     p_all = torch.tensor([r.p_a for r in train], device=device)
     m_all = torch.tensor([r.margin for r in train], device=device)
-    best_acc, best_state, since_best = -1.0, None, 0
+    best, best_state, since_best = (-1.0, math.inf), None, 0
     correct = seen = 0
     train_seconds = 0.0
     bar = _bar(total) if progress else None
@@ -478,8 +482,10 @@ def train_reward_model(
                     writer.add_scalar(HELDOUT_ACCURACY, metrics["accuracy"], step)
                     writer.add_scalar(HELDOUT_LOSS, metrics["loss"], step)
                     writer.add_scalar(HELDOUT_MARGIN, metrics["margin"], step)
-                if metrics["accuracy"] > best_acc:
-                    best_acc, since_best = metrics["accuracy"], 0
+                # better: a higher accuracy, or the same with a lower loss (small held-out sets
+                # often tie on accuracy)
+                if (metrics["accuracy"], -metrics["loss"]) > (best[0], -best[1]):
+                    best, since_best = (metrics["accuracy"], metrics["loss"]), 0
                     best_state = copy.deepcopy(model.state_dict())
                     result.best_step, result.heldout = step, metrics
                 else:
@@ -488,7 +494,7 @@ def train_reward_model(
                         result.stopped_early = True
                         say(
                             f"early stop at step {step}: held-out accuracy has not improved "
-                            f"on {best_acc:.3f} (step {result.best_step}) for "
+                            f"on {best[0]:.3f} (step {result.best_step}) for "
                             f"{since_best} evaluations"
                         )
                         break
