@@ -73,9 +73,7 @@ def measure(rm: Any, task: str, held: list[Preference], gold_samples: int) -> di
 def run_task(task: str, args: Any, tmp: Path) -> dict[str, Any]:
     held = simulated(task, args.heldout_pairs, f"{task}-eval", HELDOUT_SEED, tmp)
     label_agreement = float(np.mean([r.meta["gold_a"] > r.meta["gold_b"] for r in held]))
-    shipped = measure(
-        HFRewardModel.load(task, torch.device("cpu")), task, held, args.gold_samples
-    )
+    shipped = measure(HFRewardModel.load(task, torch.device("cpu")), task, held, args.gold_samples)
     print(
         f"[{task}] held-out: {len(held)} pairs, labels agree with gold on {label_agreement:.3f}; "
         f"shipped RM acc vs gold {shipped['accuracy_vs_gold']:.3f}, "
@@ -86,8 +84,11 @@ def run_task(task: str, args: Any, tmp: Path) -> dict[str, Any]:
     for seed in range(args.seeds):
         start = time.perf_counter()
         pool = simulated(task, max(args.sizes), None, seed, tmp)
-        print(f"[{task}] seed {seed}: simulated {len(pool)} pairs in "
-              f"{time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"[{task}] seed {seed}: simulated {len(pool)} pairs in "
+            f"{time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         for n in args.sizes:
             torch.manual_seed(seed)  # the new score head's initial weights
             model, tok = load_base("default")

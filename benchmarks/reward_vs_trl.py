@@ -18,7 +18,8 @@ Both trainers get the same data, model and hyper-parameters, side by side in one
   decay to 10% (our defaults; TRL is given ``lr_scheduler_type="cosine_with_min_lr"`` to
   match), dropout off, float32, one torch thread. Ours runs with ``heldout=0`` (no held-out
   split, no early stopping); TRL with ``activation_checkpointing=False`` (formerly
-  ``gradient_checkpointing``) and ``bf16=False`` (its defaults on CPU are True and True) and no evaluation, logging or saving.
+  ``gradient_checkpointing``) and ``bf16=False`` (its defaults on CPU are True and True), and
+  no evaluation, logging or saving.
 
 Speed is pairs trained per second of wall time: for TRL ``trainer.train()`` (its dataset
 tokenisation runs in the constructor, not timed), for ours the whole
