@@ -156,14 +156,17 @@ class SimulateConfig:
 def simulate(cfg: SimulateConfig) -> dict[str, Any]:
     """Sample, label and write ``cfg.pairs`` preferences; returns counts and the path.
 
-    Gold ties (both responses scored the same) carry no preference and are sampled again.
+    Gold ties (both responses scored the same) carry no preference and are sampled again, as
+    are pairs with an empty response and repeats of an earlier pair (which
+    :func:`~rlhf_gym.feedback.records.read_preferences` would drop).
     """
     if not cfg.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {cfg.temperature!r}")
     gold = gold_labeler(cfg.task)
     rng = random.Random(cfg.seed)
     records: list[Preference] = []
-    ties = 0
+    ties = skipped = 0
+    seen: set[tuple[str, frozenset[str]]] = set()
     for attempt in range(5):
         need = cfg.pairs - len(records)
         if need <= 0:
@@ -177,10 +180,15 @@ def simulate(cfg: SimulateConfig) -> dict[str, Any]:
             device=cfg.device,
         )
         for prompt, a, b in pairs:
+            key = (prompt, frozenset((a, b)))
+            if not a.strip() or not b.strip() or key in seen:
+                skipped += 1  # what read_preferences would drop: the count must survive
+                continue
             rec = bt_label(prompt, a, b, gold, cfg.temperature, rng, soft=cfg.soft)
             if rec is None:
                 ties += 1
             else:
+                seen.add(key)
                 records.append(rec)
     written = write_preferences(records[: cfg.pairs], cfg.out)
     # the probability mass each label puts on the response the gold labeler scores higher
@@ -191,5 +199,6 @@ def simulate(cfg: SimulateConfig) -> dict[str, Any]:
         "out": cfg.out,
         "pairs": written,
         "gold_ties_resampled": ties,
+        "empty_or_repeated_resampled": skipped,
         "labels_agreeing_with_gold": agree / max(1, written),
     }
