@@ -62,7 +62,10 @@ def add_options(parser: argparse.ArgumentParser, config_cls: type, title: str) -
             metavar=flag[2:].upper().replace("-", "_"),
             type=_TYPES[str(f.type)],
             default=None,  # unset options keep the dataclass default
-            help=f.metadata["help"] + ("" if default is None else f" (default: {default})"),
+            # argparse %-formats help texts: "5% warm-up" must reach it as "5%% warm-up"
+            help=(
+                f.metadata["help"] + ("" if default is None else f" (default: {default})")
+            ).replace("%", "%%"),
         )
 
 

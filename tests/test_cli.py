@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rlhf_gym.agents import AGENTS, config_class
-from rlhf_gym.cli import add_options, build_parser, from_args
+from rlhf_gym.cli import add_options, build_parser, from_args, main
 from rlhf_gym.compare import CompareConfig
 from rlhf_gym.evaluate import EvalConfig
 from rlhf_gym.train import RunOptions
@@ -38,12 +38,33 @@ def test_every_option_comes_from_a_dataclass_field(argv, classes):
             action = actions[f.name]
             assert action.default is None  # unset options keep the dataclass default
             shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-            assert f.metadata["help"] in action.help
+            assert f.metadata["help"].replace("%", "%%") in action.help
             if f.default is not None:
                 assert f"(default: {shown})" in action.help
     expected = {f.name for cls in classes for f in dataclasses.fields(cls) if "help" in f.metadata}
     extra = {"help", "agent", "json"}
     assert set(actions) - extra == expected  # and no hand-written option beside them
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train"],
+        ["eval"],
+        ["compare"],
+        ["reward"],
+        ["reward", "simulate"],
+        ["reward", "train"],
+        ["reward", "eval"],
+        ["label"],
+    ],
+)
+def test_every_command_prints_its_help(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: rlhf-gym" in capsys.readouterr().out
 
 
 def test_options_become_the_dataclass_values():
