@@ -78,6 +78,7 @@ from rlhf_gym.feedback.records import Preference
 from rlhf_gym.feedback.simulate import bt_label
 from rlhf_gym.feedback.trainer import (
     RewardTrainConfig,
+    length_bucketed_batches,
     normalise,
     save_model,
     score_texts,
@@ -362,26 +363,6 @@ def _optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _bucketed_batches(
-    lengths: Sequence[int], batch_size: int, rng: random.Random
-) -> Iterator[list[int]]:
-    """Endless batches of indices; similar lengths share a batch so little is padding.
-
-    Each epoch is shuffled, cut into chunks of 32 batches, each chunk sorted by length and
-    split into batches whose order is shuffled again.
-    """
-    indices = list(range(len(lengths)))
-    while True:
-        rng.shuffle(indices)
-        chunk = batch_size * 32
-        batches = []
-        for start in range(0, len(indices), chunk):
-            part = sorted(indices[start : start + chunk], key=lambda i: lengths[i])
-            batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
-        rng.shuffle(batches)
-        yield from batches
-
-
 def _config_kwargs(tokenizer: PreTrainedTokenizerFast, n_positions: int) -> dict[str, object]:
     """Config fields shared by the LM and the reward models: vocabulary, special ids, no dropout."""
     return {
@@ -446,7 +427,9 @@ def train_lm(
     )
     model = GPT2LMHeadModel(lm_config)
     sequences = _lm_sequences(tokenizer, documents, config.n_positions)
-    batches = _bucketed_batches([len(s) for s in sequences], config.lm_batch, random.Random(seed))
+    batches = length_bucketed_batches(
+        [len(s) for s in sequences], config.lm_batch, random.Random(seed)
+    )
     optimizer, scheduler = _optimizer(model, config.lm_lr, config.lm_steps)
     tail: list[float] = []
     model.train()

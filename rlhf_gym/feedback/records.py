@@ -199,7 +199,7 @@ def read_preferences(path: str | Path, format: str = "auto") -> PreferenceData:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"preference file {str(path)!r} does not exist")
-    rows = list(_json_lines(path))
+    rows = list(json_lines(path))
     if not rows:
         raise PreferenceFormatError(f"{path}: no records (the file is empty)")
     if format == "auto":
@@ -240,7 +240,12 @@ def detect_format(row: dict[str, Any], path: Path | str = "<data>", lineno: int 
     )
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of every non-blank line of a JSON Lines file.
+
+    Raises:
+        PreferenceFormatError: naming the file and line of one that is not a JSON object.
+    """
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -285,7 +285,9 @@ def _texts(rec: Preference) -> tuple[str, str]:
     return rec.prompt + rec.response_a, rec.prompt + rec.response_b
 
 
-def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> Iterator[list[int]]:
     """Endless batches of indices; each epoch shuffled, then sorted by length within chunks of
     32 batches (little padding) and the batches' order shuffled again."""
     indices = list(range(len(lengths)))
@@ -405,7 +407,7 @@ def train_reward_model(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     lengths = [sum(len(enc.ids[t]) for t in _texts(rec)) for rec in train]
-    batches = _batches(lengths, config.batch_size, rng)
+    batches = length_bucketed_batches(lengths, config.batch_size, rng)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import socket
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.feedback.label.store import TIES, LabelStore, export
+from rlhf_gym.feedback.records import json_lines
 from rlhf_gym.feedback.simulate import TASK_ENVS, sample_pairs
 
 Triple = tuple[str, str, str]
@@ -164,7 +164,7 @@ def read_pairs(path: str | Path) -> tuple[list[Triple], str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--data {str(path)!r} does not exist")
-    rows = _json_rows(path)
+    rows = list(json_lines(path))
     first = rows[0][1] if rows else {}
     if "response_a" not in first or "p_a" in first:
         data = read_preferences(path)
@@ -187,25 +187,6 @@ def read_pairs(path: str | Path) -> tuple[list[Triple], str]:
         raise ValueError(f"--data {str(path)!r}: no usable pairs")
     dropped = len(rows) - len(pairs)
     return pairs, f"{path}: {len(pairs)} pairs from {len(rows)} lines ({dropped} dropped)"
-
-
-def _json_rows(path: Path) -> list[tuple[int, dict]]:
-    """``(line number, object)`` of every non-blank line of ``path``."""
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object")
-            rows.append((lineno, row))
-    if not rows:
-        raise ValueError(f"--data {str(path)!r} is empty")
-    return rows
 
 
 def _is_loopback(host: str) -> bool:
