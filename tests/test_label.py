@@ -173,9 +173,11 @@ def test_the_page_is_static_and_puts_model_text_in_as_text(client):
     assert response.status_code == 200
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     html = response.get_data(as_text=True)
+    response.close()  # send_file streams the file: close it (no ResourceWarning)
     assert html == (STATIC / "index.html").read_text()  # nothing rendered on the server
     assert "{{" not in html and "{%" not in html and "Q1:" not in html
-    script = client.get("/static/label.js").get_data(as_text=True)
+    with client.get("/static/label.js") as js:
+        script = js.get_data(as_text=True)
     assert "textContent" in script
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert unsafe not in script
