@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,24 @@ def test_two_mini_builds_are_byte_identical(mini_build: Path, tmp_path: Path) ->
         for file in ("model.safetensors", "tokenizer.json", "config.json"):
             assert (tmp_path / name / file).read_bytes() == (mini_build / name / file).read_bytes()
     assert (tmp_path / "BUILD.json").read_bytes() == (mini_build / "BUILD.json").read_bytes()
+
+
+@pytest.mark.parametrize("rm_init", ["scratch", "lm"])
+def test_rebuilding_only_the_reward_models_gives_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rm_init: str
+) -> None:
+    """``--reward-only`` (the LM loaded from disk) writes what a full build writes."""
+    monkeypatch.setattr(build_default, "MINI", replace(build_default.MINI, rm_init=rm_init))
+    full, out = tmp_path / "full", tmp_path / "again"
+    build_default.build(full, mini=True, seed=0)
+    shutil.copytree(full, out)
+    for task in ("sentiment", "harmless"):
+        shutil.rmtree(out / f"reward-{task}")
+    build_default.build(out, mini=True, seed=0, reward_only=True)
+    for file in sorted(p.relative_to(full) for p in full.rglob("*") if p.is_file()):
+        assert (out / file).read_bytes() == (full / file).read_bytes(), file
+    with pytest.raises(ValueError, match="seed=0; asked for mini=True, seed=1"):
+        build_default.build(out, mini=True, seed=1, reward_only=True)
 
 
 def test_build_leaves_torch_settings_as_it_found_them(tmp_path: Path) -> None:

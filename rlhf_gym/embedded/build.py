@@ -868,6 +868,12 @@ def _build_lm(
     }
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""The tokenizer's files. A tokenizer saved after use keeps its last truncation settings (and,
+once loaded from disk, loading options), so each reward model gets a copy of the LM's files:
+the same tokenizer, the same bytes whether or not the LM was built in the same run."""
+
+
 def _build_reward_models(
     lm: GPT2LMHeadModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -886,6 +892,8 @@ def _build_reward_models(
     for task, corpus in corpora.items():
         model, reward_metrics[task] = _build_reward_model(task, lm, tokenizer, corpus, config, seed)
         _save(model, tokenizer, out_dir / f"reward-{task}")
+        for name in TOKENIZER_FILES:  # the LM's files, not the tokenizer's state after use
+            shutil.copyfile(out_dir / "lm" / name, out_dir / f"reward-{task}" / name)
         stopwatch.lap(f"reward_{task}")
     return reward_metrics
 
