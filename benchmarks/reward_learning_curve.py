@@ -8,9 +8,10 @@ prompts (:func:`rlhf_gym.feedback.simulate.simulate`: pairs of reference-LM samp
 the gold labeler with Bradley-Terry noise, temperature 0.1, simulation seed = the seed); the
 training set of size N is the first N of them (prompts are visited in a seeded random order, so
 a prefix is a random subset). For each N a reward model is trained with the library's defaults
-(``RewardTrainConfig(seed=seed)``: 2 epochs, batch 32, lr 3e-4, 10% of the prompts held out
-for early stopping) from ``load_base("default")`` (the embedded LM's transformer with a new
-score head), and measured on a fixed held-out set, the same for every N and seed:
+(``RewardTrainConfig(seed=seed)``: 2 epochs but at least 100 steps, batch 32, lr 3e-4, 10% of
+the prompts held out for early stopping) from ``load_base("default")`` (the embedded LM's
+transformer with a new score head), and measured on a fixed held-out set, the same for every N
+and seed:
 
 * ``accuracy_vs_gold``: pairwise accuracy against the noise-free gold ordering on
   ``--heldout-pairs`` pairs simulated on the held-out prompts (``<task>-eval``, seed 1000);
@@ -25,8 +26,8 @@ on ~50k simulated pairs) on the same held-out pairs and samples.
 
 Writes ``benchmarks/results/reward_learning_curve.json`` and ``docs/reward_learning_curve.png``
 and prints a table. On a shared 2-core CPU machine (one torch thread) the default (sentiment,
-2 seeds) took 7 minutes, ``--tasks sentiment harmless`` 14.5 minutes; most of it is simulating
-the pairs, not training.
+2 seeds) took 7 minutes, ``--tasks sentiment harmless`` 14.5 to 19 minutes (with other jobs
+running); most of it is simulating the pairs, not training.
 """
 
 from __future__ import annotations
