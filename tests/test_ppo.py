@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,7 +213,10 @@ def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
     )
     deadline = time.time() + 120
     buf = ""
-    while time.time() < deadline and "3/" not in buf:  # wait for a few updates
+    # wait for a few updates: the bar redraws at most every 0.1 s, so it may skip "3/"
+    while time.time() < deadline and not any(
+        int(done) >= 3 for done in re.findall(r"(\d+)/\d+ \[", buf)
+    ):
         buf += proc.stderr.read(1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)  # generous: a loaded 2-core machine is slow
