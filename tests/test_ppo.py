@@ -210,6 +210,9 @@ def test_ctrl_c_leaves_a_loadable_checkpoint(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # a suite started in the background (`.ci/run &`) inherits SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default disposition
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     buf = ""
