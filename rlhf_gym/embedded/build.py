@@ -79,7 +79,8 @@ from rlhf_gym.feedback.simulate import bt_label
 from rlhf_gym.feedback.trainer import (
     RewardTrainConfig,
     length_bucketed_batches,
-    normalise,
+    normalise_on,
+    pad_right,
     save_model,
     score_texts,
     train_reward_model,
@@ -334,19 +335,6 @@ def check_round_trip(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _pad_right(
-    sequences: Sequence[Sequence[int]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pads token lists into ``(input_ids, attention_mask)``, both ``(B, T)``."""
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
-
-
 def _optimizer(
     model: torch.nn.Module, lr: float, steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -400,7 +388,7 @@ def _lm_sequences(
 
 
 def _lm_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    ids, mask = _pad_right(sequences, pad_id)
+    ids, mask = pad_right(sequences, pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
@@ -611,13 +599,6 @@ def reward_train_config(config: BuildConfig, seed: int) -> RewardTrainConfig:
     )
 
 
-def reward_scores(
-    model: GPT2ForSequenceClassification, tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]
-) -> np.ndarray:
-    """Scores ``(N,)`` of full texts (``prompt + response``), as the environment reads them."""
-    return score_texts(model, tokenizer, texts)
-
-
 def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(
         np.corrcoef(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))[0, 1]
@@ -694,7 +675,7 @@ def _evaluate_reward_model(
 ) -> dict[str, object]:
     """Held-out metrics against the noise-free gold, and a few examples."""
     gold = [GOLD_LABELERS[task](s.prompt, s.response) for s in samples]
-    scores = reward_scores(model, tokenizer, _texts(samples)).tolist()
+    scores = score_texts(model, tokenizer, _texts(samples)).tolist()
     accuracy, n_pairs = pairwise_accuracy(scores, gold, group)
     examples = list(zip(samples, gold, scores, strict=True))[::group][:8]
     return {
@@ -736,10 +717,8 @@ def _build_reward_model(
         return sample_continuations(lm, tokenizer, prompts, n, config.max_new_tokens, stage_seed)
 
     reference = _texts(samples(corpus.train_prompts, config.norm_samples_per_prompt, "norm"))
-    before = reward_scores(model, tokenizer, reference)
-    mean, std = float(before.mean()), float(before.std())
-    normalise(model, mean, std)
-    after = reward_scores(model, tokenizer, reference)
+    mean, std, _ = normalise_on(model, tokenizer, reference)
+    after = score_texts(model, tokenizer, reference)
     m = config.eval_samples_per_prompt
     evaluation = _evaluate_reward_model(
         task, model, tokenizer, samples(corpus.eval_prompts, m, "eval"), m

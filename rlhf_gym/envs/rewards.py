@@ -78,6 +78,20 @@ class WeightedReward:
         return sum(self.weights[k] * v for k, v in self.last_parts.items())
 
 
+def model_window(model: Any, tokenizer: Any) -> int:
+    """The longest input a model reads, in tokens: the tokenizer's limit, the position
+    embeddings (``max_position_embeddings`` or ``n_positions``), and 4,096 at most.
+
+    The environment's scorer and the reward-model trainer both cut texts to this, so a reward
+    model is scored on the same window it was trained on.
+    """
+    limit = min(int(getattr(tokenizer, "model_max_length", 512)), 4096)
+    for key in ("max_position_embeddings", "n_positions"):
+        if hasattr(model.config, key):
+            limit = min(limit, int(getattr(model.config, key)))
+    return limit
+
+
 class HFRewardModel:
     """A Hugging Face sequence classifier as a reward model.
 
@@ -108,10 +122,7 @@ class HFRewardModel:
             model.config.pad_token_id = tokenizer.pad_token_id
         self.label = self._label_index(label)
         self.shift = float(getattr(model.config, "score_shift", 0.0) or 0.0)
-        self.max_length = min(int(getattr(tokenizer, "model_max_length", 512)), 4096)
-        for key in ("max_position_embeddings", "n_positions"):
-            if hasattr(model.config, key):
-                self.max_length = min(self.max_length, int(getattr(model.config, key)))
+        self.max_length = model_window(model, tokenizer)
 
     def _label_index(self, label: int | str | None) -> int:
         id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}

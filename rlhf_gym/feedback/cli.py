@@ -145,13 +145,7 @@ def train_command(cmd: TrainCommand, cfg: RewardTrainConfig) -> dict[str, Any]:
     """``rlhf-gym reward train``: read, train, normalise, save; returns the summary."""
     from rlhf_gym.envs.lm import resolve_device
     from rlhf_gym.feedback.records import read_preferences
-    from rlhf_gym.feedback.trainer import (
-        load_base,
-        normalise,
-        save_model,
-        score_texts,
-        train_reward_model,
-    )
+    from rlhf_gym.feedback.trainer import load_base, save_model, train_reward_model
 
     cmd.validate()
     cfg.validate()
@@ -180,7 +174,7 @@ def train_command(cmd: TrainCommand, cfg: RewardTrainConfig) -> dict[str, Any]:
     finally:
         if writer is not None:
             writer.close()
-    norm = _normalise(cmd, model, tokenizer, data.records, score_texts, normalise)
+    norm = _normalise(cmd, model, tokenizer, data.records)
     summary = {
         "data": asdict(data.report),
         "command": asdict(cmd),
@@ -216,10 +210,10 @@ def _writer(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir))
 
 
-def _normalise(
-    cmd: TrainCommand, model: Any, tokenizer: Any, records: Any, score_texts: Any, normalise: Any
-) -> dict[str, Any]:
+def _normalise(cmd: TrainCommand, model: Any, tokenizer: Any, records: Any) -> dict[str, Any]:
     """Scores to mean 0 / std 1 on the policy's samples (or the data's responses)."""
+    from rlhf_gym.feedback.trainer import normalise_on
+
     if cmd.normalise == "none":
         return {"on": "none"}
     if cmd.normalise == "data":
@@ -231,9 +225,7 @@ def _normalise(
             cmd.norm_samples // 2, task=cmd.task, policy=cmd.policy, seed=1, device=cmd.device
         )
         texts = [p + r for p, a, b in pairs for r in (a, b)]
-    scores = score_texts(model, tokenizer, texts)
-    mean, std = float(scores.mean()), float(scores.std())
-    where = normalise(model, mean, std)
+    mean, std, where = normalise_on(model, tokenizer, texts)
     return {
         "on": cmd.normalise,
         "texts": len(texts),

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_gym.feedback.records import Preference
+from rlhf_gym.feedback.trainer import pair_accuracy
 
 
 def expected_calibration_error(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> float:
@@ -57,7 +58,7 @@ def preference_metrics(
     """
     r_a, r_b = np.asarray(r_a, float), np.asarray(r_b, float)
     p = np.array([r.p_a for r in records], float)
-    decided = p != 0.5
+    accuracy, n_decided = pair_accuracy(r_a, r_b, p)
     d = r_a - r_b
     logit = bt_scale * d
     prob = 1.0 / (1.0 + np.exp(-logit))
@@ -65,8 +66,8 @@ def preference_metrics(
     loss = -(p * _log_sigmoid(logit) + (1 - p) * _log_sigmoid(-logit))
     out: dict[str, Any] = {
         "pairs": len(records),
-        "decided_pairs": int(decided.sum()),
-        "accuracy": float(((d > 0) == (p > 0.5))[decided].mean()) if decided.any() else None,
+        "decided_pairs": n_decided,
+        "accuracy": accuracy if n_decided else None,
         "mean_margin": float((sign * d).mean()),
         # both orders of every pair: files list the chosen response first, so one order alone
         # would measure how often A is written first, not calibration

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.envs.rewards import model_window
 from rlhf_gym.feedback.records import Preference
 from rlhf_gym.feedback.tags import (
     HELDOUT_ACCURACY,
@@ -182,16 +183,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------ the model
-def model_window(model: Any, tokenizer: Any) -> int:
-    """The longest input the model takes, in tokens (position embeddings, tokenizer limit)."""
-    limit = int(getattr(tokenizer, "model_max_length", 4096) or 4096)
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(model.config, key, None)
-        if value:
-            limit = min(limit, int(value))
-    return min(limit, 4096)
-
-
 def ensure_pad_token(model: Any, tokenizer: Any) -> bool:
     """Give the tokenizer a pad token distinct from EOS (:data:`PAD_TOKEN`, resizing the
     embeddings if it is new to the vocabulary) and tell the model which it is.
@@ -271,14 +262,19 @@ class _Encoded:
         self.pad_id = int(tokenizer.pad_token_id)
 
     def batch(self, texts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-        seqs = [self.ids[t] for t in texts]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[row, : len(s)] = 1
+        ids, mask = pad_right([self.ids[t] for t in texts], self.pad_id)
         return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads token lists into ``(input_ids, attention_mask)``, both ``(B, T)``."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
 
 
 def _texts(rec: Preference) -> tuple[str, str]:
@@ -307,19 +303,28 @@ def _scores(model: Any, enc: _Encoded, texts: Sequence[str], device: torch.devic
 
 
 @torch.no_grad()
+def _scores_by_length(
+    model: Any, enc: _Encoded, texts: Sequence[str], device: torch.device, batch_size: int
+) -> np.ndarray:
+    """Scores ``(N,)`` of ``texts``, in batches of similar lengths (little padding)."""
+    order = sorted(range(len(texts)), key=lambda i: len(enc.ids[texts[i]]))
+    out = np.empty(len(texts))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = _scores(model, enc, [texts[i] for i in idx], device).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
 def score_texts(
     model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 0, batch_size: int = 128
 ) -> np.ndarray:
     """Scores ``(N,)`` of full texts (``prompt + response``), as training sees them."""
     device = next(model.parameters()).device
     enc = _Encoded(tokenizer, texts, max_length or model_window(model, tokenizer))
-    order = sorted(range(len(texts)), key=lambda i: len(enc.ids[texts[i]]))
-    out = np.empty(len(texts))
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        out[idx] = _scores(model, enc, [texts[i] for i in idx], device).cpu().numpy()
+    out = _scores_by_length(model, enc, texts, device, batch_size)
     model.train(was_training)
     return out
 
@@ -328,12 +333,7 @@ def _metrics(
     model: Any, enc: _Encoded, records: Sequence[Preference], center: float, device: torch.device
 ) -> dict[str, float]:
     texts = [t for rec in records for t in _texts(rec)]
-    order = sorted(range(len(texts)), key=lambda i: len(enc.ids[texts[i]]))
-    scores = np.empty(len(texts))
-    with torch.no_grad():
-        for start in range(0, len(order), 256):
-            idx = order[start : start + 256]
-            scores[idx] = _scores(model, enc, [texts[i] for i in idx], device).cpu().numpy()
+    scores = _scores_by_length(model, enc, texts, device, 256)
     r_a, r_b = torch.tensor(scores[0::2]), torch.tensor(scores[1::2])
     p = torch.tensor([rec.p_a for rec in records], dtype=torch.float64)
     m = torch.tensor([rec.margin for rec in records], dtype=torch.float64)
@@ -558,6 +558,17 @@ def normalise(model: Any, mean: float, std: float) -> str:
         return "ln_f"
     model.config.score_shift = getattr(model.config, "score_shift", 0.0) / std + shift
     return "config"
+
+
+def normalise_on(model: Any, tokenizer: Any, texts: Sequence[str]) -> tuple[float, float, str]:
+    """:func:`normalise` with the mean and std of the model's scores of ``texts``.
+
+    Returns:
+        The mean and std removed, and where the shift went.
+    """
+    scores = score_texts(model, tokenizer, texts)
+    mean, std = float(scores.mean()), float(scores.std())
+    return mean, std, normalise(model, mean, std)
 
 
 # ------------------------------------------------------------------------------ saving
