@@ -444,16 +444,29 @@ def test_reward_train_writes_the_tensorboard_tags_of_docs_metrics(tmp_path):
         (["reward", "simulate", "--pairs", "0", "--out", "x.jsonl"], "--pairs must be a positive"),
         (["reward", "eval", "--reward-model", "no/such/dir", "--data", "{good}"], "no/such/dir"),
         (["reward", "eval", "--data", "{good}"], "--reward-model is required"),
+        (
+            ["reward", "eval", "--reward-model", "{dir}", "--data", "{good}"],
+            "could not be loaded: the directory is not a Hugging Face model",
+        ),
+        (
+            ["reward", "train", "--data", "{good}", "--out", "x", "--base", "{dir}"],
+            "base='{dir}' could not be loaded",
+        ),
+        (
+            ["reward", "train", "--data", "{good}", "--out", "x", "--epochs", "0"],
+            "epochs is out of range: 0.0",
+        ),
     ],
 )
 def test_reward_commands_fail_with_one_clear_message(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     write_preferences(_keyword_pairs(4), tmp_path / "good.jsonl")
-    argv = [a.format(bad=tmp_path / "bad.jsonl", good=tmp_path / "good.jsonl") for a in argv]
+    paths = {"bad": tmp_path / "bad.jsonl", "good": tmp_path / "good.jsonl", "dir": tmp_path}
+    argv = [a.format(**paths) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message.format(**paths) in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 
