@@ -4,6 +4,8 @@ Importing the package registers the environments (Gymnasium 1.x has no plugin en
 
 * ``RLHF-v0``: the embedded tiny LM steered towards positive sentiment (or any model by name).
 * ``RLHFHarmless-v0``: the same with the harmlessness task.
+* ``RLHFHelpfulHarmless-v0``: the embedded assistant on requests where the most helpful reply
+  and the most harmless one pull apart (the Constitutional AI task; its gold scores both).
 * ``RLHFToy-v0``: a four-token problem whose KL-regularised optimum is known exactly.
 """
 
@@ -17,6 +19,11 @@ _ENVS = {
         "rlhf_gym.envs.rlhf_env:RLHFEnv",
         "rlhf_gym.envs.rlhf_env:RLHFVectorEnv",
         {"task": "harmless"},
+    ),
+    "RLHFHelpfulHarmless-v0": (
+        "rlhf_gym.envs.rlhf_env:RLHFEnv",
+        "rlhf_gym.envs.rlhf_env:RLHFVectorEnv",
+        {"task": "helpful_harmless"},
     ),
     "RLHFToy-v0": ("rlhf_gym.envs.toy:make_toy_env", "rlhf_gym.envs.toy:make_toy_vector_env", {}),
 }

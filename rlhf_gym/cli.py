@@ -1,4 +1,4 @@
-"""The ``rlhf-gym`` command: train, eval, compare, reward, label and build-default.
+"""The ``rlhf-gym`` command: train, eval, compare, reward, label, cai, sft and build-default.
 
 This module only dispatches. Each command's options are generated from its dataclasses (the
 agent's config and :class:`~rlhf_gym.train.RunOptions`, :class:`~rlhf_gym.evaluate.EvalConfig`,
@@ -187,6 +187,30 @@ def _label(args: argparse.Namespace) -> int:
     return cli.run(args)
 
 
+def _add_cai(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from rlhf_gym.cai import cli
+
+    cli.add_cai_options(parser, argv)
+
+
+def _cai(args: argparse.Namespace) -> int:
+    from rlhf_gym.cai import cli
+
+    return cli.run_cai(args)
+
+
+def _add_sft(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    from rlhf_gym import sft
+
+    sft.add_options(parser, argv)
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from rlhf_gym import sft
+
+    return sft.run(args)
+
+
 Setup = Callable[[argparse.ArgumentParser, list[str]], None]
 COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
     "train": ("train an agent (default: PPO on RLHF-v0)", _add_train, _train),
@@ -201,6 +225,12 @@ COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
         _add_reward,
         _reward,
     ),
+    "cai": (
+        "Constitutional AI: critique and revise replies (revise), AI preference labels (label)",
+        _add_cai,
+        _cai,
+    ),
+    "sft": ("supervised fine-tuning on (prompt, response) pairs, e.g. cai revise's output", _add_sft, _sft),
     "label": ("the labeling page: compare pairs of responses in a browser", _add_label, _label),
     "build-default": ("rebuild the embedded default models", _add_build_default, _build_default),
 }

@@ -54,7 +54,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rlhf_gym.embedded.assistant import TASK as ASSISTANT_TASK
+from rlhf_gym.embedded.assistant import make_assistant_corpus
 from rlhf_gym.embedded.corpus import TASKS, TaskCorpus, make_task_corpus
 from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.feedback.records import Preference
@@ -771,11 +773,14 @@ def _versions() -> dict[str, str]:
     return {"python": sys.version.split()[0]} | {n: importlib.metadata.version(n) for n in names}
 
 
-def _clear(out_dir: Path) -> None:
+def _clear(out_dir: Path, names: Sequence[str]) -> None:
     """Removes what a previous build wrote, so no stale file survives."""
-    for name in ("lm", "reward-sentiment", "reward-harmless", "prompts"):
+    for name in names:
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    (out_dir / "BUILD.json").unlink(missing_ok=True)
+
+
+CLASSIC_DIRS = ("lm", "reward-sentiment", "reward-harmless", "prompts")
+ASSISTANT_DIRS = ("assistant", f"reward-{ASSISTANT_TASK}")
 
 
 class _Stopwatch:
@@ -892,8 +897,9 @@ def build(
     seed: int = 0,
     threads: int = DEFAULT_THREADS,
     reward_only: bool = False,
+    assistant_only: bool = False,
 ) -> dict[str, object]:
-    """Builds the tokenizer, the LM and both reward models into ``out_dir``.
+    """Builds the tokenizer, the LM and both reward models, then the assistant, into ``out_dir``.
 
     Args:
         out_dir: Output directory (created; earlier build outputs in it are replaced).
@@ -901,8 +907,11 @@ def build(
         seed: Seed of the whole build.
         threads: Torch intra-op threads (part of what makes the bytes reproducible).
         reward_only: Keep the tokenizer and LM already in ``out_dir`` (built with the same
-            seed and sizes) and rebuild only the reward models. Every stage has its own seed,
-            so the output is the same as a full build's.
+            seed and sizes) and rebuild only the reward models of the sentiment and harmless
+            tasks (and the assistant family). Every stage has its own seed, so the output is
+            the same as a full build's.
+        assistant_only: Keep everything of the sentiment and harmless tasks already in
+            ``out_dir`` and rebuild only the assistant family (:func:`build_assistant`).
 
     Returns:
         The metrics, as also written to ``out_dir / "BUILD.json"``.
@@ -910,36 +919,47 @@ def build(
     config = MINI if mini else FULL
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = _previous_build(out_dir, mini, seed) if reward_only else None
+    previous = _previous_build(out_dir, mini, seed) if reward_only or assistant_only else None
     if previous is None:
-        _clear(out_dir)
+        _clear(out_dir, CLASSIC_DIRS)
+    (out_dir / "BUILD.json").unlink(missing_ok=True)
+    _clear(out_dir, ASSISTANT_DIRS)
     stopwatch = _Stopwatch()
     with deterministic_torch(threads):
         _seed(seed)
         corpora = _make_corpora(config, seed)
-        if previous is None:
-            tokenizer = _build_tokenizer(corpora, config)
-            stopwatch.lap("corpus_and_tokenizer")
-            lm, lm_metrics = _build_lm(tokenizer, corpora, config, seed, out_dir)
+        if assistant_only:
+            assert previous is not None
+            classic = {k: previous[k] for k in ("corpus", "tokenizer", "lm", "reward_models")}
         else:
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / "lm")
-            lm = GPT2LMHeadModel.from_pretrained(out_dir / "lm").eval()
-            lm_metrics = previous["lm"]
-        stopwatch.lap("lm")
-        reward_metrics = _build_reward_models(
-            lm, tokenizer, corpora, config, seed, out_dir, stopwatch
-        )
-    _write_prompts(out_dir, corpora)
+            if previous is None:
+                tokenizer = _build_tokenizer(corpora, config)
+                stopwatch.lap("corpus_and_tokenizer")
+                lm, lm_metrics = _build_lm(tokenizer, corpora, config, seed, out_dir)
+            else:
+                tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / "lm")
+                lm = GPT2LMHeadModel.from_pretrained(out_dir / "lm").eval()
+                lm_metrics = previous["lm"]
+            stopwatch.lap("lm")
+            reward_metrics = _build_reward_models(
+                lm, tokenizer, corpora, config, seed, out_dir, stopwatch
+            )
+            classic = {
+                "corpus": {task: _corpus_metrics(c) for task, c in corpora.items()},
+                "tokenizer": _tokenizer_metrics(tokenizer),
+                "lm": lm_metrics,
+                "reward_models": reward_metrics,
+            }
+            _write_prompts(out_dir, corpora)
+        assistant = build_assistant(config, seed, out_dir, stopwatch)
 
     metrics: dict[str, object] = {
         "seed": seed,
         "mini": mini,
         "threads": threads,
         "config": asdict(config),
-        "corpus": {task: _corpus_metrics(c) for task, c in corpora.items()},
-        "tokenizer": _tokenizer_metrics(tokenizer),
-        "lm": lm_metrics,
-        "reward_models": reward_metrics,
+        **classic,
+        "assistant": assistant,
         "versions": _versions(),
     }
     # Timings vary from run to run, so they are returned and printed but not written: the
@@ -948,11 +968,85 @@ def build(
     return metrics | {"timings_s": stopwatch.timings}
 
 
+# ---------------------------------------------------------------------------------------------
+# The assistant: the helpful-harmless task and Constitutional AI in miniature
+# ---------------------------------------------------------------------------------------------
+
+
+def assistant_config(config: BuildConfig) -> BuildConfig:
+    """The assistant family's sizes: the LM's, with a window for critique-and-revision
+    demonstrations (a dialogue, two requests, a critique and a revision: up to 220 tokens)."""
+    if config == MINI:
+        return replace(MINI, n_positions=128, max_new_tokens=16)
+    return replace(
+        config,
+        n_documents=30_000,
+        n_positions=256,
+        max_new_tokens=48,
+        rm_steps=1_000,
+        rm_samples_per_prompt=8,
+    )
+
+
+def build_assistant(
+    config: BuildConfig, seed: int, out_dir: Path, stopwatch: _Stopwatch
+) -> dict[str, object]:
+    """Builds the assistant family into ``out_dir``: its own tokenizer and LM
+    (``assistant/``), the helpful-harmless reward model (``reward-helpful_harmless/``) and
+    prompts (``prompts/helpful_harmless-{train,eval}.txt``).
+
+    The assistant is a second small LM trained only on :mod:`rlhf_gym.embedded.assistant`'s
+    corpus: helpful-harmless dialogues and demonstrations of the critique, revision and
+    comparison formats of :mod:`rlhf_gym.cai.formats` (judged by the gold labeler). It is the
+    embedded model of ``RLHFHelpfulHarmless-v0`` and of ``rlhf-gym cai``. The sentiment and
+    harmless models are not touched, so their figures stay what they were.
+
+    Returns:
+        Its metrics for ``BUILD.json``.
+    """
+    acfg = assistant_config(config)
+    corpus = make_assistant_corpus(
+        n_documents=acfg.n_documents,
+        n_heldout=acfg.n_heldout,
+        seed=seed,
+        n_train_prompts=acfg.n_train_prompts,
+        n_eval_prompts=acfg.n_eval_prompts,
+        n_extra_prompts=acfg.n_extra_prompts,
+    )
+    tokenizer = train_tokenizer(corpus.documents, acfg.vocab_size, acfg.n_positions)
+    check_round_trip(tokenizer, corpus.heldout[:50])
+    stopwatch.lap("assistant_corpus_and_tokenizer")
+    lm, train_loss = train_lm(tokenizer, corpus.documents, acfg, _stage_seed(seed, "assistant/lm"))
+    lm.generation_config = sampling_config(tokenizer, acfg.max_new_tokens)
+    _save(lm, tokenizer, out_dir / "assistant")
+    heldout_loss = lm_loss(lm, tokenizer, corpus.heldout, acfg.n_positions)
+    stopwatch.lap("assistant_lm")
+    model, rm_metrics = _build_reward_model(ASSISTANT_TASK, lm, tokenizer, corpus, acfg, seed)
+    _save(model, tokenizer, out_dir / f"reward-{ASSISTANT_TASK}")
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(out_dir / "assistant" / name, out_dir / f"reward-{ASSISTANT_TASK}" / name)
+    stopwatch.lap(f"reward_{ASSISTANT_TASK}")
+    _write_prompts(out_dir, {ASSISTANT_TASK: corpus})
+    return {
+        "config": asdict(acfg),
+        "corpus": _corpus_metrics(corpus) | {"kinds": dict(corpus.counts)},
+        "tokenizer": _tokenizer_metrics(tokenizer),
+        "lm": {
+            "parameters": _parameter_count(lm),
+            "train_loss_last_10pct": train_loss,
+            "heldout_loss": heldout_loss,
+        },
+        "reward_model": rm_metrics,
+    }
+
+
 def _previous_build(out_dir: Path, mini: bool, seed: int) -> dict[str, Any]:
     """The BUILD.json of the build in ``out_dir``, checked to match ``mini`` and ``seed``."""
     path = out_dir / "BUILD.json"
     if not path.is_file() or not (out_dir / "lm").is_dir():
-        raise FileNotFoundError(f"--reward-only needs a finished build in {out_dir}: no {path}")
+        raise FileNotFoundError(
+            f"--reward-only / --assistant-only need a finished build in {out_dir}: no {path}"
+        )
     previous = json.loads(path.read_text(encoding="utf-8"))
     if previous.get("mini") != mini or previous.get("seed") != seed:
         raise ValueError(
@@ -978,6 +1072,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the tokenizer and LM of the build in --out; rebuild the reward models",
     )
     parser.add_argument(
+        "--assistant-only",
+        action="store_true",
+        help="keep the sentiment and harmless models of the build in --out; rebuild the "
+        "assistant (LM of the helpful-harmless task and Constitutional AI) and its reward model",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=DEFAULT_THREADS,
@@ -993,7 +1093,12 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bars
     started = time.perf_counter()
     metrics = build(
-        args.out, mini=args.mini, seed=args.seed, threads=args.threads, reward_only=args.reward_only
+        args.out,
+        mini=args.mini,
+        seed=args.seed,
+        threads=args.threads,
+        reward_only=args.reward_only,
+        assistant_only=args.assistant_only,
     )
     summary = {
         "out": str(args.out),
@@ -1003,6 +1108,14 @@ def main(argv: list[str] | None = None) -> int:
         "reward_models": {
             task: {k: v for k, v in m.items() if k not in ("examples",)}
             for task, m in metrics["reward_models"].items()  # type: ignore[union-attr]
+        },
+        "assistant": {
+            "lm_heldout_loss": metrics["assistant"]["lm"]["heldout_loss"],  # type: ignore[index]
+            "reward_model": {
+                k: v
+                for k, v in metrics["assistant"]["reward_model"].items()  # type: ignore[index]
+                if k != "examples"
+            },
         },
     }
     print(json.dumps(summary, indent=2))

@@ -20,6 +20,8 @@ BUILTIN_PROMPTS: dict[str, Path] = {
     "sentiment-eval": DATA_DIR / "prompts" / "sentiment-eval.txt",
     "harmless": DATA_DIR / "prompts" / "harmless-train.txt",
     "harmless-eval": DATA_DIR / "prompts" / "harmless-eval.txt",
+    "helpful_harmless": DATA_DIR / "prompts" / "helpful_harmless-train.txt",
+    "helpful_harmless-eval": DATA_DIR / "prompts" / "helpful_harmless-eval.txt",
 }
 
 

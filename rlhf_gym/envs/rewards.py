@@ -31,6 +31,7 @@ from rlhf_gym.envs.lm import DATA_DIR, from_pretrained, prepare_frozen, resolve_
 BUILTIN_REWARD_MODELS: dict[str, Path] = {
     "sentiment": DATA_DIR / "reward-sentiment",
     "harmless": DATA_DIR / "reward-harmless",
+    "helpful_harmless": DATA_DIR / "reward-helpful_harmless",
 }
 
 

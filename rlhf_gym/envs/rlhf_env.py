@@ -30,11 +30,31 @@ from rlhf_gym.envs.policy import ActingPolicy
 from rlhf_gym.envs.prompts import load_prompts
 from rlhf_gym.envs.rewards import HFRewardModel, RewardModel, as_reward_model
 
-BUILTIN_MODELS = {"default": DATA_DIR / "lm"}
+BUILTIN_MODELS = {"default": DATA_DIR / "lm", "assistant": DATA_DIR / "assistant"}
+"""Built-in model names. ``"default"`` means the task's own embedded model (``TASKS``)."""
 TASKS: dict[str, dict[str, str]] = {
-    "sentiment": {"prompts": "sentiment", "reward_model": "sentiment", "gold": "sentiment"},
-    "harmless": {"prompts": "harmless", "reward_model": "harmless", "gold": "harmless"},
-}
+    "sentiment": {
+        "prompts": "sentiment", "reward_model": "sentiment", "gold": "sentiment", "model": "default"
+    },
+    "harmless": {
+        "prompts": "harmless", "reward_model": "harmless", "gold": "harmless", "model": "default"
+    },
+    "helpful_harmless": {
+        "prompts": "helpful_harmless",
+        "reward_model": "helpful_harmless",
+        "gold": "helpful_harmless",
+        "model": "assistant",
+    },
+}  # fmt: skip
+"""Each task's defaults: prompt set, reward model, gold labeler and embedded model."""
+
+
+def task_model(model: Any, task: str) -> Any:
+    """``model``, with ``"default"`` read as the task's embedded model (``"assistant"`` for
+    ``helpful_harmless``, whose tokenizer its reward model shares)."""
+    if isinstance(model, str) and model == "default" and task in TASKS:
+        return TASKS[task]["model"]
+    return model
 
 
 class _Surface:
@@ -449,7 +469,7 @@ def build_engine(
     dt = resolve_dtype(dtype, dev)
     defaults = TASKS[task]
 
-    ref_model, tokenizer = _load_policy_model(model, tokenizer, dev, dt)
+    ref_model, tokenizer = _load_policy_model(task_model(model, task), tokenizer, dev, dt)
     vocab, eos = _vocab_and_eos(ref_model, tokenizer)
     pad = _obs_pad_id(tokenizer, vocab, eos)
     reference = _reference_rows(ref_model, num_rows, pad, max_prompt_tokens + max_new_tokens)

@@ -35,7 +35,9 @@ class TrainCommand:
 
     data: str | None = _f(None, "preference JSONL to train on (required)")
     out: str | None = _f(None, "directory to write the reward model to (required)")
-    base: str = _f("default", "model to start from: default (the embedded LM), a path or hub name")
+    base: str = _f(
+        "default", "model to start from: default (the task's embedded LM), a path or hub name"
+    )
     format: str = _f("auto", f"format of --data: {', '.join(FORMATS)}")
     heldout_data: str | None = _f(None, "preference JSONL to hold out instead of a split of --data")
     task: str = _f("sentiment", f"task whose prompts normalise the scores: {', '.join(TASK_ENVS)}")
@@ -145,6 +147,7 @@ def train_command(cmd: TrainCommand, cfg: RewardTrainConfig) -> dict[str, Any]:
     """``rlhf-gym reward train``: read, train, normalise, save; returns the summary."""
     from rlhf_gym.envs.lm import resolve_device
     from rlhf_gym.feedback.records import read_preferences
+    from rlhf_gym.envs.rlhf_env import task_model
     from rlhf_gym.feedback.trainer import load_base, save_model, train_reward_model
 
     cmd.validate()
@@ -157,7 +160,7 @@ def train_command(cmd: TrainCommand, cfg: RewardTrainConfig) -> dict[str, Any]:
         _err(held_data.report.summary())
         held = held_data.records
     device = resolve_device(cmd.device)
-    model, tokenizer = load_base(cmd.base, device)
+    model, tokenizer = load_base(task_model(cmd.base, cmd.task), device)
     run_dir = Path(cmd.logdir) / f"reward__{Path(cmd.out).name}__{int(time.time())}"
     writer = _writer(run_dir)
     try:

@@ -19,7 +19,11 @@ from typing import Any
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.feedback.records import Preference, write_preferences
 
-TASK_ENVS = {"sentiment": "RLHF-v0", "harmless": "RLHFHarmless-v0"}
+TASK_ENVS = {
+    "sentiment": "RLHF-v0",
+    "harmless": "RLHFHarmless-v0",
+    "helpful_harmless": "RLHFHelpfulHarmless-v0",
+}
 """Task name → the registered environment whose prompts, reference and gold labeler it uses."""
 
 LABEL_TEMPERATURE = 0.1
@@ -100,6 +104,15 @@ def gold_labeler(task: str) -> Callable[[str, str], float]:
     return GOLD_LABELERS[task]
 
 
+def named_gold(name: str) -> Callable[[str, str], float]:
+    """The gold labeler registered as ``name`` in :data:`rlhf_gym.envs.gold.GOLD_LABELERS`."""
+    from rlhf_gym.envs.gold import GOLD_LABELERS
+
+    if name not in GOLD_LABELERS:
+        raise ValueError(f"--gold must be one of {', '.join(GOLD_LABELERS)}; got {name!r}")
+    return GOLD_LABELERS[name]
+
+
 def bt_label(
     prompt: str,
     response_a: str,
@@ -151,6 +164,11 @@ class SimulateConfig:
     soft: bool = _f(False, "write soft labels p_a = sigmoid(gap / T) instead of sampled choices")
     seed: int = _f(0, "seed of the sampling and of the labeler")
     device: str = _f("cpu", "auto, cpu, cuda, cuda:N or mps")
+    gold: str | None = _f(
+        None,
+        "gold labeler of the simulated person (default: the task's); e.g. hh_harmless for "
+        "people who judge only harmlessness",
+    )
 
 
 def simulate(cfg: SimulateConfig) -> dict[str, Any]:
@@ -162,7 +180,7 @@ def simulate(cfg: SimulateConfig) -> dict[str, Any]:
     """
     if not cfg.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {cfg.temperature!r}")
-    gold = gold_labeler(cfg.task)
+    gold = gold_labeler(cfg.task) if cfg.gold is None else named_gold(cfg.gold)
     rng = random.Random(cfg.seed)
     records: list[Preference] = []
     ties = skipped = 0
