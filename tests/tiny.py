@@ -89,3 +89,19 @@ def save_tiny_reward_model(path: Path, num_labels: int = 1, seed: int = 1) -> Pa
     GPT2ForSequenceClassification(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+"""A minimal chat template (role markers, one turn per line), as chat models ship one."""
+
+
+def save_tiny_chat_lm(path: Path) -> Path:
+    """A random tiny Llama whose tokenizer has :data:`CHAT_TEMPLATE`: a "chat model"."""
+    save_tiny_lm(path, arch="llama", seed=2)
+    tok = PreTrainedTokenizerFast.from_pretrained(path)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(path)
+    return path

@@ -149,7 +149,7 @@ class PromptedLM:
             out.append(ids)
         return out
 
-    def _pad_left(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_padded(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id
@@ -191,7 +191,7 @@ class PromptedLM:
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(texts), batch_size):
             seqs = self._encode(texts[start : start + batch_size], max_new_tokens)
-            ids, mask = self._pad_left(seqs)
+            ids, mask = self._left_padded(seqs)
             sampling: dict[str, Any] = (
                 {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
                 if temperature > 0
@@ -234,8 +234,11 @@ class PromptedLM:
                     self.truncated += 1
                     prefix = prefix[-window:]
                 seqs.append(prefix)
-            ids, mask = self._pad_left(seqs)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+            ids, mask = self._left_padded(seqs)
+            # left padding: positions count from each row's first real token, as in generate
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+            logits = logits.logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
             for row, (_, ta, tb) in enumerate(parts):
                 pair = torch.stack([logp[row, ta], logp[row, tb]])
