@@ -7,7 +7,7 @@ the base's generation config, and ``sft.json``) that ``rlhf-gym train --model DI
 ``gym.make("RLHF-v0", model=DIR)`` start from::
 
     rlhf-gym cai revise ... --out revisions.jsonl
-    rlhf-gym sft --data revisions.jsonl --out sft-model [--model default] [--epochs 1]
+    rlhf-gym sft --data revisions.jsonl --out sft-model [--model assistant] [--epochs 1]
     rlhf-gym train --model sft-model
 
 Data (JSON Lines, one record a line, blank lines ignored): ``"prompt"`` and one response field,
@@ -133,7 +133,11 @@ class SFTConfig:
 
     data: str | None = _f(None, "JSONL of prompt + revision/completion/response/chosen (required)")
     out: str | None = _f(None, "directory to write the fine-tuned model to (required)")
-    model: str = _f("default", "model to fine-tune: default (the embedded LM), a path or hub name")
+    model: str = _f(
+        "assistant",
+        "model to fine-tune: assistant (the embedded model of rlhf-gym cai), default (the "
+        "embedded LM of the sentiment and harmless tasks), a path or hub name",
+    )
     epochs: int = _f(1, "passes over the training records")
     lr: float = _f(3e-4, "peak learning rate (AdamW, 10% linear warm-up, cosine decay to 0)")
     batch_size: int = _f(16, "records per optimiser step")

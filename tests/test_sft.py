@@ -213,6 +213,7 @@ def test_sft_on_the_embedded_default_learns_the_pattern_and_saves_a_model_the_en
     )
     out = tmp_path / "sft-model"
     argv = ["sft", "--data", str(data), "--out", str(out), "--eval-every", "5", "--lr", "1e-3"]
+    argv += ["--model", "default"]
     assert sft_command(argv) == 0
     captured = capsys.readouterr()
     assert "200 records" in captured.out and "→" in captured.out and str(out) in captured.out

@@ -980,11 +980,12 @@ def assistant_config(config: BuildConfig) -> BuildConfig:
         return replace(MINI, n_positions=128, max_new_tokens=16)
     return replace(
         config,
-        n_documents=30_000,
+        n_documents=30_000,  # 15,000 dialogues, 9,000 critique-and-revision, 6,000 comparisons
         n_positions=256,
-        max_new_tokens=48,
+        lm_steps=2_000,  # 64 documents a step: each document seen about 4.3 times
+        max_new_tokens=48,  # the longest replies of the corpus are about 44 tokens
         rm_steps=1_000,
-        rm_samples_per_prompt=8,
+        rm_samples_per_prompt=8,  # 28 pairs per prompt, 21,500 pairs in all
     )
 
 

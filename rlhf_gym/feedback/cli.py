@@ -146,8 +146,8 @@ def simulate_command(cfg: SimulateConfig) -> dict[str, Any]:
 def train_command(cmd: TrainCommand, cfg: RewardTrainConfig) -> dict[str, Any]:
     """``rlhf-gym reward train``: read, train, normalise, save; returns the summary."""
     from rlhf_gym.envs.lm import resolve_device
-    from rlhf_gym.feedback.records import read_preferences
     from rlhf_gym.envs.rlhf_env import task_model
+    from rlhf_gym.feedback.records import read_preferences
     from rlhf_gym.feedback.trainer import load_base, save_model, train_reward_model
 
     cmd.validate()
