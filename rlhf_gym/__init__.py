@@ -23,7 +23,7 @@ _ENVS = {
     "RLHFHelpfulHarmless-v0": (
         "rlhf_gym.envs.rlhf_env:RLHFEnv",
         "rlhf_gym.envs.rlhf_env:RLHFVectorEnv",
-        {"task": "helpful_harmless"},
+        {"task": "helpful_harmless", "max_new_tokens": 48},
     ),
     "RLHFToy-v0": ("rlhf_gym.envs.toy:make_toy_env", "rlhf_gym.envs.toy:make_toy_vector_env", {}),
 }

@@ -22,6 +22,7 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "float": float,
     "str": str,
     "str | None": str,
+    "int | None": int,
     "str | Path": str,
     "tuple[int, ...]": str,
     "tuple[str, ...]": str,

@@ -258,3 +258,27 @@ def test_a_bad_constitution_through_the_command(tmp_path, capsys, monkeypatch):
     assert main(["cai", "revise", "--out", "x.jsonl", "--constitution", "c.toml", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "principle 'a': missing field 'critique_request'" in err and "Traceback" not in err
+
+
+def test_the_whole_chain_on_tiny_models(tmp_path, prompts_file, tiny_lm_dir, chat_dir, capsys):
+    """revise → sft → label → reward train (soft labels) → PPO from the SFT model, all through
+    the commands, on locally saved tiny models (a base policy, a chat feedback model)."""
+    rev, sft_dir, prefs, rm = tmp_path / "rev.jsonl", tmp_path / "sft", tmp_path / "p.jsonl", tmp_path / "rm"
+    common = ["--device", "cpu", "--max-new-tokens", "6", "--prompts", str(prompts_file)]
+    assert main(["cai", "revise", "--out", str(rev), "--num-prompts", "8", "--model", str(tiny_lm_dir),
+                 "--gold", "none", *common]) == 0
+    assert main(["sft", "--data", str(rev), "--out", str(sft_dir), "--model", str(tiny_lm_dir),
+                 "--device", "cpu", "--heldout", "0.5"]) == 0
+    assert (sft_dir / "sft.json").is_file()
+    assert main(["cai", "label", "--policy", str(sft_dir), "--model", str(chat_dir), "--out", str(prefs),
+                 "--num-pairs", "12", "--gold", "harmless", *common]) == 0
+    soft = [r.p_a for r in read_preferences(prefs).records]
+    assert soft and all(0 < p < 1 for p in soft)
+    assert main(["reward", "train", "--data", str(prefs), "--out", str(rm), "--base", str(tiny_lm_dir),
+                 "--max-steps", "3", "--batch-size", "4", "--normalise", "data",
+                 "--logdir", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", str(sft_dir), "--reward-model", str(rm), "--total-episodes", "16",
+                 "--num-envs", "8", "--max-new-tokens", "4", "--device", "cpu", "--eval-episodes", "8",
+                 "--logdir", str(tmp_path / "runs")]) == 0
+    assert "checkpoint" in capsys.readouterr().out

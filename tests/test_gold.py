@@ -94,8 +94,13 @@ def test_the_generated_corpus_reads_as_normal_text() -> None:
     assert sum(qualities) / len(qualities) > 0.95
 
 
-def test_registry_names_both_tasks() -> None:
-    assert GOLD_LABELERS == {"sentiment": sentiment_gold, "harmless": harmless_gold}
+def test_registry_names_every_task_and_the_helpful_harmless_components() -> None:
+    from rlhf_gym.envs.gold import helpful_harmless_gold
+
+    assert GOLD_LABELERS["sentiment"] is sentiment_gold
+    assert GOLD_LABELERS["harmless"] is harmless_gold
+    assert GOLD_LABELERS["helpful_harmless"] is helpful_harmless_gold
+    assert set(GOLD_LABELERS) == {"sentiment", "harmless", "helpful_harmless", "hh_helpful", "hh_harmless"}
 
 
 # ---------------------------------------------------------------------- a reader's preferences

@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_ids_are_registered():
-    assert set(IDS) == {"RLHF-v0", "RLHFHarmless-v0", "RLHFToy-v0"}
+    assert set(IDS) == {"RLHF-v0", "RLHFHarmless-v0", "RLHFHelpfulHarmless-v0", "RLHFToy-v0"}
     assert gym.make("rlhf_gym:RLHFToy-v0").spec.id == "RLHFToy-v0"
 
 
@@ -40,8 +40,11 @@ def test_sb3_check_env(env_id):
         check_env(env.unwrapped)
 
 
-@pytest.mark.parametrize("env_id", ["RLHF-v0", "RLHFHarmless-v0"])
-def test_default_env_reports_gold_and_vector_works(env_id):
+@pytest.mark.parametrize(
+    "env_id, width",
+    [("RLHF-v0", 64), ("RLHFHarmless-v0", 64), ("RLHFHelpfulHarmless-v0", 32 + 48)],
+)
+def test_default_env_reports_gold_and_vector_works(env_id, width):
     env = gym.make(env_id)
     obs, info = env.reset(seed=0)
     done = False
@@ -50,7 +53,7 @@ def test_default_env_reports_gold_and_vector_works(env_id):
     assert {"score", "gold_score", "response_text", "prompt_text"} <= set(info)
     venv = gym.make_vec(env_id, num_envs=3)
     obs, _ = venv.reset(seed=0)
-    assert obs["input_ids"].shape == (3, 64)
+    assert obs["input_ids"].shape == (3, width)
 
 
 def python_blocks(text: str) -> list[str]:

@@ -65,7 +65,9 @@ class AgentConfig:
     num_envs: int = _f(64, "episodes per rollout (the vector env's batch size B)")
     kl_coef: float = _f(0.05, "KL coefficient β of the env's reward")
     kl_estimator: str = _f("k1", "per-token KL estimator in the env: k1, k3 or full")
-    max_new_tokens: int = _f(32, "response length limit")
+    max_new_tokens: int | None = _f(
+        None, "response length limit (default: the environment's: 32, 48 for the assistant's task)"
+    )
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     dtype: str = _f("float32", "model dtype: float32, bfloat16, float16 or auto")
     checkpoint_every: int = _f(25, "updates between checkpoints (0: only at the end)")
@@ -79,7 +81,9 @@ class AgentConfig:
             gym.spec(self.env_id)
         except gym.error.Error as e:
             raise ValueError(f"env_id {self.env_id!r} is not registered ({e})") from None
-        positive_ints(self, "total_episodes", "num_envs", "max_new_tokens")
+        positive_ints(self, "total_episodes", "num_envs")
+        if self.max_new_tokens is not None:
+            positive_ints(self, "max_new_tokens")
         if self.reward_model is not None and not takes_model(self.env_id):
             raise ValueError(f"reward_model: {self.env_id} has a fixed reward and takes none")
         if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
@@ -109,12 +113,9 @@ class AgentConfig:
         """
         kw: dict[str, Any] = dict(kl_coef=self.kl_coef, kl_estimator=self.kl_estimator)
         if takes_model(self.env_id):
-            kw.update(
-                model=self.model,
-                max_new_tokens=self.max_new_tokens,
-                device=self.device,
-                dtype=self.dtype,
-            )
+            kw.update(model=self.model, device=self.device, dtype=self.dtype)
+            if self.max_new_tokens is not None:
+                kw["max_new_tokens"] = self.max_new_tokens
             if self.reward_model is not None:
                 kw["reward_model"] = self.reward_model
         return kw
