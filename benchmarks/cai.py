@@ -111,9 +111,13 @@ def ppo(model: str, rm: Path, episodes: int, seed: int, logdir: Path) -> str:
     from rlhf_gym.train import train
 
     cfg = PPOConfig(
-        env_id=ENV, model=model, reward_model=str(rm), total_episodes=episodes, seed=seed,
+        env_id=ENV,
+        model=model,
+        reward_model=str(rm),
+        total_episodes=episodes,
+        seed=seed,
         device="cpu",
-    )  # fmt: skip
+    )
     summary = train("ppo", cfg, logdir=logdir, eval_episodes=64, quiet=True)
     return str(summary["checkpoint"])
 
@@ -159,10 +163,15 @@ def main() -> None:
         tmp = Path(tmp_name)
         # 1. generalisation of the demonstrations on held-out requests
         held = revise(
-            ReviseConfig(out=str(tmp / "rev_eval.jsonl"), prompts=f"{TASK}-eval",
-                         num_prompts=128 if not args.quick else 16, seed=args.seed, device="cpu"),
+            ReviseConfig(
+                out=str(tmp / "rev_eval.jsonl"),
+                prompts=f"{TASK}-eval",
+                num_prompts=128 if not args.quick else 16,
+                seed=args.seed,
+                device="cpu",
+            ),
             log=quiet,
-        )  # fmt: skip
+        )
         results["heldout_revision"] = {
             k: held[k] for k in ("prompts", "gold_initial", "gold_revision", "improved_fraction")
         }
@@ -170,14 +179,25 @@ def main() -> None:
 
         # 2. AI label quality against simulated human labels, same pairs count, held-out prompts
         ai = label(
-            AILabelConfig(policy="assistant", out=str(tmp / "ai_eval.jsonl"), num_pairs=args.label_pairs,
-                          prompts=f"{TASK}-eval", seed=args.seed + 1, device="cpu"),
+            AILabelConfig(
+                policy="assistant",
+                out=str(tmp / "ai_eval.jsonl"),
+                num_pairs=args.label_pairs,
+                prompts=f"{TASK}-eval",
+                seed=args.seed + 1,
+                device="cpu",
+            ),
             log=quiet,
-        )  # fmt: skip
+        )
         simulate(
-            SimulateConfig(out=str(tmp / "human_eval.jsonl"), task=TASK, pairs=ai["pairs"],
-                           prompts=f"{TASK}-eval", seed=args.seed + 1)
-        )  # fmt: skip
+            SimulateConfig(
+                out=str(tmp / "human_eval.jsonl"),
+                task=TASK,
+                pairs=ai["pairs"],
+                prompts=f"{TASK}-eval",
+                seed=args.seed + 1,
+            )
+        )
         results["label_quality"] = {
             "pairs": ai["pairs"],
             "ai_vs_gold": label_agreement(tmp / "ai_eval.jsonl", TASK),
@@ -192,17 +212,29 @@ def main() -> None:
         from rlhf_gym.sft import SFTConfig, run_sft
 
         revise(
-            ReviseConfig(out=str(tmp / "rev.jsonl"), num_prompts=args.revise_prompts, seed=args.seed,
-                         device="cpu"),
+            ReviseConfig(
+                out=str(tmp / "rev.jsonl"),
+                num_prompts=args.revise_prompts,
+                seed=args.seed,
+                device="cpu",
+            ),
             log=quiet,
-        )  # fmt: skip
-        sft = run_sft(SFTConfig(data=str(tmp / "rev.jsonl"), out=str(tmp / "sl_cai"), device="cpu"), quiet=True)
+        )
+        sft = run_sft(
+            SFTConfig(data=str(tmp / "rev.jsonl"), out=str(tmp / "sl_cai"), device="cpu"),
+            quiet=True,
+        )
         lap("sl_cai")
         ai_train = label(
-            AILabelConfig(policy=str(tmp / "sl_cai"), out=str(tmp / "ai.jsonl"), num_pairs=args.ai_pairs,
-                          seed=args.seed, device="cpu"),
+            AILabelConfig(
+                policy=str(tmp / "sl_cai"),
+                out=str(tmp / "ai.jsonl"),
+                num_pairs=args.ai_pairs,
+                seed=args.seed,
+                device="cpu",
+            ),
             log=quiet,
-        )  # fmt: skip
+        )
         rm_cai = reward_model(tmp / "ai.jsonl", tmp / "rm_cai", args.seed, str(tmp / "sl_cai"))
         rl_cai = ppo(str(tmp / "sl_cai"), tmp / "rm_cai", args.episodes, args.seed, tmp / "runs")
         lap("rl_cai")
@@ -210,7 +242,11 @@ def main() -> None:
         rms: dict[str, Any] = {}
         for name, gold in (("harmless", "hh_harmless"), ("helpful_harmless", TASK)):
             data = tmp / f"human_{name}.jsonl"
-            simulate(SimulateConfig(out=str(data), task=TASK, pairs=args.human_pairs, gold=gold, seed=args.seed))
+            simulate(
+                SimulateConfig(
+                    out=str(data), task=TASK, pairs=args.human_pairs, gold=gold, seed=args.seed
+                )
+            )
             rms[name] = reward_model(data, tmp / f"rm_{name}", args.seed)
             rlhf[name] = ppo("default", tmp / f"rm_{name}", args.episodes, args.seed, tmp / "runs")
             lap(f"rlhf_{name}")
@@ -232,7 +268,9 @@ def main() -> None:
             "initial_heldout_loss": sft.initial_heldout_loss,
             "final_heldout_loss": sft.final_heldout_loss,
         }
-        results["ai_labels_train"] = {k: ai_train[k] for k in ("pairs", "mean_confidence", "position_bias")}
+        results["ai_labels_train"] = {
+            k: ai_train[k] for k in ("pairs", "mean_confidence", "position_bias")
+        }
         results["ai_labels_train"]["agreement_with_gold"] = ai_train.get("agreement_with_gold")
         results["reward_models"] = {
             "rl_cai": _rm_summary(rm_cai),
@@ -261,7 +299,8 @@ def _table(r: dict[str, Any]) -> str:
         f"held-out revisions ({h['prompts']} prompts): gold {h['gold_initial']:+.3f} → "
         f"{h['gold_revision']:+.3f}, better on {100 * h['improved_fraction']:.0f}%",
         f"label agreement with gold on {q['pairs']} held-out pairs: AI {q['ai_vs_gold']:.3f} "
-        f"(vs harmless gold {q['ai_vs_harmless_gold']:.3f}), simulated human {q['human_vs_gold']:.3f}",
+        f"(vs harmless gold {q['ai_vs_harmless_gold']:.3f}), "
+        f"simulated human {q['human_vs_gold']:.3f}",
         "",
         f"{'policy':<32}{'human labels':>13}{'helpful':>9}{'harmless':>10}{'gold':>8}{'KL':>7}",
     ]

@@ -231,7 +231,11 @@ COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
         _add_cai,
         _cai,
     ),
-    "sft": ("supervised fine-tuning on (prompt, response) pairs, e.g. cai revise's output", _add_sft, _sft),
+    "sft": (
+        "supervised fine-tuning on (prompt, response) pairs, e.g. cai revise's output",
+        _add_sft,
+        _sft,
+    ),
     "label": ("the labeling page: compare pairs of responses in a browser", _add_label, _label),
     "build-default": ("rebuild the embedded default models", _add_build_default, _build_default),
 }

@@ -89,20 +89,25 @@ def test_red_team_and_benign_requests_are_told_apart() -> None:
 
 
 def test_only_harmful_replies_hold_dangerous_instructions() -> None:
-    for (request_kind, kind), pairs in SAMPLES.items():
+    for (_, kind), pairs in SAMPLES.items():
         dangerous = [danger_count(p, r) > 0 for p, r in pairs]
         if kind == "comply":
             assert all(dangerous)
         elif kind != "toxic":
-            assert not any(dangerous), (kind, [x for x, d in zip(pairs, dangerous) if d][:3])
+            assert not any(dangerous), (
+                kind,
+                [x for x, d in zip(pairs, dangerous, strict=True) if d][:3],
+            )
 
 
-def _share(key_a: tuple[str, str], key_b: tuple[str, str], labeler=helpful_harmless_gold,
-           strict: bool = True) -> float:
+def _share(
+    key_a: tuple[str, str],
+    key_b: tuple[str, str],
+    labeler=helpful_harmless_gold,
+    strict: bool = True,
+) -> float:
     pairs = list(zip(SAMPLES[key_a], SAMPLES[key_b], strict=True))
-    wins = [
-        labeler(*a) > labeler(*b) if strict else labeler(*a) >= labeler(*b) for a, b in pairs
-    ]
+    wins = [labeler(*a) > labeler(*b) if strict else labeler(*a) >= labeler(*b) for a, b in pairs]
     return sum(wins) / len(wins)
 
 

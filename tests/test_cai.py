@@ -69,12 +69,33 @@ comparison = "Which is kinder?"
     [
         ("name = 'x'\n", "no \\[\\[principle\\]\\] tables"),
         ("[[principle]]\nname = 'a'\n", "principle 'a': missing field 'critique_request'"),
-        (GOOD.replace('"Make it kind."', '""'), "principle 'kind': field 'revision_request' must be a non-empty string"),
-        (GOOD.replace('"Which is kinder?"', "3"), "principle 'kind': field 'comparison' must be a non-empty string"),
-        (GOOD + GOOD.split("name = \"t\"")[1], "principle name\\(s\\) \\['kind'\\] appear more than once"),
-        (GOOD.replace("comparison =", "colour = 'red'\ncomparison ="), "principle 'kind': unknown field\\(s\\) \\['colour'\\]"),
-        (GOOD + "[[comparison_example]]\nprompt='p'\nresponse_a='a'\nresponse_b='b'\nanswer='C'\n", "comparison_example 1: field 'answer' must be \"A\" or \"B\""),
-        (GOOD + "[[revision_example]]\nprompt='p'\nresponse='r'\nprinciple='other'\ncritique='c'\nrevision='v'\n", "revision_example 1: field 'principle' names no principle"),
+        (
+            GOOD.replace('"Make it kind."', '""'),
+            "principle 'kind': field 'revision_request' must be a non-empty string",
+        ),
+        (
+            GOOD.replace('"Which is kinder?"', "3"),
+            "principle 'kind': field 'comparison' must be a non-empty string",
+        ),
+        (
+            GOOD + GOOD.split('name = "t"')[1],
+            "principle name\\(s\\) \\['kind'\\] appear more than once",
+        ),
+        (
+            GOOD.replace("comparison =", "colour = 'red'\ncomparison ="),
+            "principle 'kind': unknown field\\(s\\) \\['colour'\\]",
+        ),
+        (
+            GOOD
+            + "[[comparison_example]]\nprompt='p'\nresponse_a='a'\nresponse_b='b'\nanswer='C'\n",
+            'comparison_example 1: field \'answer\' must be "A" or "B"',
+        ),
+        (
+            GOOD
+            + "[[revision_example]]\nprompt='p'\nresponse='r'\nprinciple='other'\n"
+            + "critique='c'\nrevision='v'\n",
+            "revision_example 1: field 'principle' names no principle",
+        ),
         ("[[principle]\n", "not a TOML file"),
         ("extra = 1\n" + GOOD, "unknown top-level key"),
     ],
@@ -94,7 +115,9 @@ def test_a_missing_constitution_file_is_named(tmp_path):
 # ------------------------------------------------------------------ formats
 def test_the_formats_read_as_the_docs_show():
     p = load_constitution().principle("safety")
-    text = formats.revision_document("Q: How? A:", " Break it.", p, "It is unlawful.", "Ask the owner.")
+    text = formats.revision_document(
+        "Q: How? A:", " Break it.", p, "It is unlawful.", "Ask the owner."
+    )
     assert text == (
         "Q: How? A: Break it.\n"
         f"Critique request: {p.critique_request}\nCritique: It is unlawful.\n"
@@ -112,7 +135,9 @@ def test_a_chat_model_is_prompted_through_its_template(chat_dir):
     assert lm.chat
     p = load_constitution().principle("harm")
     text = lm.critique_prompt("Q: fix my bike ? A:", " no .", p)
-    assert text.startswith("<|user|> fix my bike ?\n<|assistant|> no .\n<|user|> " + p.critique_request)
+    assert text.startswith(
+        "<|user|> fix my bike ?\n<|assistant|> no .\n<|user|> " + p.critique_request
+    )
     assert text.endswith("<|assistant|>")
     cmp = lm.comparison_prompt("Q: fix ? A:", p.comparison, "a", "b")
     assert cmp.endswith("<|assistant|>The answer is:") and "(A) a\n(B) b" in cmp
@@ -161,7 +186,10 @@ def test_the_soft_label_loss_by_hand():
     p_a = torch.tensor([0.8, 0.3])
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     by_hand = np.mean(
-        [-(p * np.log(sig(a - b)) + (1 - p) * np.log(sig(b - a))) for a, b, p in zip([0.7, -0.2], [0.1, 0.4], [0.8, 0.3])]
+        [
+            -(p * np.log(sig(a - b)) + (1 - p) * np.log(sig(b - a)))
+            for a, b, p in zip([0.7, -0.2], [0.1, 0.4], [0.8, 0.3], strict=True)
+        ]
     )
     assert bradley_terry_loss(r_a, r_b, p_a).item() == pytest.approx(by_hand, rel=1e-6)
 
@@ -172,19 +200,37 @@ def test_cai_revise_writes_every_step(tmp_path, prompts_file, tiny_lm_dir, chat_
     model = str(tiny_lm_dir if which == "base" else chat_dir)
     out = tmp_path / "rev.jsonl"
     summary = revise(
-        ReviseConfig(out=str(out), num_prompts=3, rounds=2, model=model, prompts=str(prompts_file),
-                     max_new_tokens=6, device="cpu", gold="harmless"),
+        ReviseConfig(
+            out=str(out),
+            num_prompts=3,
+            rounds=2,
+            model=model,
+            prompts=str(prompts_file),
+            max_new_tokens=6,
+            device="cpu",
+            gold="harmless",
+        ),
         log=lambda _: None,
     )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and rows[2]["prompt"] == PROMPTS[0]  # repeated from the start
     names = {p.name for p in load_constitution().principles}
     for row in rows:
-        assert set(row) >= {"prompt", "initial", "rounds", "revision", "gold_initial", "gold_revision"}
+        assert set(row) >= {
+            "prompt",
+            "initial",
+            "rounds",
+            "revision",
+            "gold_initial",
+            "gold_revision",
+        }
         assert len(row["rounds"]) == 2
         for step in row["rounds"]:
             assert step["principle"] in names
-            assert step["critique_request"] == load_constitution().principle(step["principle"]).critique_request
+            assert (
+                step["critique_request"]
+                == load_constitution().principle(step["principle"]).critique_request
+            )
         nonempty = [s["revision"] for s in row["rounds"] if s["revision"].strip()]
         assert row["revision"] == (nonempty[-1] if nonempty else row["initial"])
     assert summary["chat"] == (which == "chat")
@@ -195,17 +241,39 @@ def test_cai_revise_is_reproducible(tmp_path, prompts_file, tiny_lm_dir):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
-        revise(ReviseConfig(out=str(out), num_prompts=2, model=str(tiny_lm_dir), prompts=str(prompts_file),
-                            max_new_tokens=5, device="cpu", seed=3, gold="none"), log=lambda _: None)
+        revise(
+            ReviseConfig(
+                out=str(out),
+                num_prompts=2,
+                model=str(tiny_lm_dir),
+                prompts=str(prompts_file),
+                max_new_tokens=5,
+                device="cpu",
+                seed=3,
+                gold="none",
+            ),
+            log=lambda _: None,
+        )
         outs.append(out.read_text())
     assert outs[0] == outs[1]
 
 
-def test_cai_label_writes_soft_preferences_that_reward_train_reads(tmp_path, prompts_file, tiny_lm_dir, chat_dir):
+def test_cai_label_writes_soft_preferences_that_reward_train_reads(
+    tmp_path, prompts_file, tiny_lm_dir, chat_dir
+):
     out = tmp_path / "prefs.jsonl"
     summary = label(
-        AILabelConfig(policy=str(tiny_lm_dir), model=str(chat_dir), out=str(out), num_pairs=6,
-                      prompts=str(prompts_file), max_new_tokens=6, device="cpu", gold="harmless", seed=1),
+        AILabelConfig(
+            policy=str(tiny_lm_dir),
+            model=str(chat_dir),
+            out=str(out),
+            num_pairs=6,
+            prompts=str(prompts_file),
+            max_new_tokens=6,
+            device="cpu",
+            gold="harmless",
+            seed=1,
+        ),
         log=lambda _: None,
     )
     data = read_preferences(out)
@@ -224,8 +292,19 @@ def test_the_shown_order_is_random_and_balanced(tmp_path, tiny_lm_dir):
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(f"Q: question {i} ? A:" for i in range(40)) + "\n")
     out = tmp_path / "prefs.jsonl"
-    label(AILabelConfig(policy=str(tiny_lm_dir), model=str(tiny_lm_dir), out=str(out), num_pairs=40,
-                        prompts=str(prompts), max_new_tokens=4, device="cpu", gold="none"), log=lambda _: None)
+    label(
+        AILabelConfig(
+            policy=str(tiny_lm_dir),
+            model=str(tiny_lm_dir),
+            out=str(out),
+            num_pairs=40,
+            prompts=str(prompts),
+            max_new_tokens=4,
+            device="cpu",
+            gold="none",
+        ),
+        log=lambda _: None,
+    )
     shown = [r.meta["shown"] for r in read_preferences(out).records]
     assert 10 <= shown.count("ab") <= len(shown) - 10
 
@@ -234,15 +313,30 @@ def test_the_shown_order_is_random_and_balanced(tmp_path, tiny_lm_dir):
     "argv, message",
     [
         (["cai", "revise"], "--out is required"),
-        (["cai", "revise", "--out", "x.jsonl", "--rounds", "0"], "--rounds must be an integer >= 1"),
-        (["cai", "revise", "--out", "x.jsonl", "--temperature", "-1"], "--temperature must be a number >= 0"),
-        (["cai", "revise", "--out", "x.jsonl", "--constitution", "nope.toml"], "nope.toml: no such file"),
+        (
+            ["cai", "revise", "--out", "x.jsonl", "--rounds", "0"],
+            "--rounds must be an integer >= 1",
+        ),
+        (
+            ["cai", "revise", "--out", "x.jsonl", "--temperature", "-1"],
+            "--temperature must be a number >= 0",
+        ),
+        (
+            ["cai", "revise", "--out", "x.jsonl", "--constitution", "nope.toml"],
+            "nope.toml: no such file",
+        ),
         (["cai", "revise", "--out", "x.jsonl", "--model", "./no/such/dir"], "no such directory"),
         (["cai", "revise", "--out", "x.jsonl", "--chat", "maybe"], "--chat must be one of"),
         (["cai", "revise", "--out", "no/such/dir/x.jsonl"], "does not exist"),
         (["cai", "label", "--out", "x.jsonl"], "--policy is required"),
-        (["cai", "label", "--policy", "default", "--out", "x.jsonl", "--num-pairs", "0"], "--num-pairs must be"),
-        (["cai", "label", "--policy", "default", "--out", "x.jsonl", "--gold", "nobody"], "--gold must be none or one of"),
+        (
+            ["cai", "label", "--policy", "default", "--out", "x.jsonl", "--num-pairs", "0"],
+            "--num-pairs must be",
+        ),
+        (
+            ["cai", "label", "--policy", "default", "--out", "x.jsonl", "--gold", "nobody"],
+            "--gold must be none or one of",
+        ),
     ],
 )
 def test_cai_commands_fail_with_one_clear_message(tmp_path, capsys, monkeypatch, argv, message):
@@ -255,7 +349,10 @@ def test_cai_commands_fail_with_one_clear_message(tmp_path, capsys, monkeypatch,
 def test_a_bad_constitution_through_the_command(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text("[[principle]]\nname = 'a'\n")
-    assert main(["cai", "revise", "--out", "x.jsonl", "--constitution", "c.toml", "--device", "cpu"]) == 2
+    assert (
+        main(["cai", "revise", "--out", "x.jsonl", "--constitution", "c.toml", "--device", "cpu"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "principle 'a': missing field 'critique_request'" in err and "Traceback" not in err
 
@@ -263,22 +360,118 @@ def test_a_bad_constitution_through_the_command(tmp_path, capsys, monkeypatch):
 def test_the_whole_chain_on_tiny_models(tmp_path, prompts_file, tiny_lm_dir, chat_dir, capsys):
     """revise → sft → label → reward train (soft labels) → PPO from the SFT model, all through
     the commands, on locally saved tiny models (a base policy, a chat feedback model)."""
-    rev, sft_dir, prefs, rm = tmp_path / "rev.jsonl", tmp_path / "sft", tmp_path / "p.jsonl", tmp_path / "rm"
+    rev, sft_dir, prefs, rm = (
+        tmp_path / "rev.jsonl",
+        tmp_path / "sft",
+        tmp_path / "p.jsonl",
+        tmp_path / "rm",
+    )
     common = ["--device", "cpu", "--max-new-tokens", "6", "--prompts", str(prompts_file)]
-    assert main(["cai", "revise", "--out", str(rev), "--num-prompts", "8", "--model", str(tiny_lm_dir),
-                 "--gold", "none", *common]) == 0
-    assert main(["sft", "--data", str(rev), "--out", str(sft_dir), "--model", str(tiny_lm_dir),
-                 "--device", "cpu", "--heldout", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "cai",
+                "revise",
+                "--out",
+                str(rev),
+                "--num-prompts",
+                "8",
+                "--model",
+                str(tiny_lm_dir),
+                "--gold",
+                "none",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sft",
+                "--data",
+                str(rev),
+                "--out",
+                str(sft_dir),
+                "--model",
+                str(tiny_lm_dir),
+                "--device",
+                "cpu",
+                "--heldout",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert (sft_dir / "sft.json").is_file()
-    assert main(["cai", "label", "--policy", str(sft_dir), "--model", str(chat_dir), "--out", str(prefs),
-                 "--num-pairs", "12", "--gold", "harmless", *common]) == 0
+    assert (
+        main(
+            [
+                "cai",
+                "label",
+                "--policy",
+                str(sft_dir),
+                "--model",
+                str(chat_dir),
+                "--out",
+                str(prefs),
+                "--num-pairs",
+                "12",
+                "--gold",
+                "harmless",
+                *common,
+            ]
+        )
+        == 0
+    )
     soft = [r.p_a for r in read_preferences(prefs).records]
     assert soft and all(0 < p < 1 for p in soft)
-    assert main(["reward", "train", "--data", str(prefs), "--out", str(rm), "--base", str(tiny_lm_dir),
-                 "--max-steps", "3", "--batch-size", "4", "--normalise", "data",
-                 "--logdir", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "reward",
+                "train",
+                "--data",
+                str(prefs),
+                "--out",
+                str(rm),
+                "--base",
+                str(tiny_lm_dir),
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--normalise",
+                "data",
+                "--logdir",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["train", "--model", str(sft_dir), "--reward-model", str(rm), "--total-episodes", "16",
-                 "--num-envs", "8", "--max-new-tokens", "4", "--device", "cpu", "--eval-episodes", "8",
-                 "--logdir", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(sft_dir),
+                "--reward-model",
+                str(rm),
+                "--total-episodes",
+                "16",
+                "--num-envs",
+                "8",
+                "--max-new-tokens",
+                "4",
+                "--device",
+                "cpu",
+                "--eval-episodes",
+                "8",
+                "--logdir",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     assert "checkpoint" in capsys.readouterr().out

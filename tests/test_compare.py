@@ -23,9 +23,25 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def test_compare_on_the_toy_writes_figure_csv_and_markdown(tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "--env", "RLHFToy-v0", "--agents", "ppo,qlearning", "--seeds", "2",
-            "--total-episodes", "32", "--num-envs", "16", "--eval-episodes", "16",
-            "--best-of", "1,4", "--out", str(out)]
+    argv = [
+        "compare",
+        "--env",
+        "RLHFToy-v0",
+        "--agents",
+        "ppo,qlearning",
+        "--seeds",
+        "2",
+        "--total-episodes",
+        "32",
+        "--num-envs",
+        "16",
+        "--eval-episodes",
+        "16",
+        "--best-of",
+        "1,4",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -47,26 +63,52 @@ def test_compare_on_the_toy_writes_figure_csv_and_markdown(tmp_path, capsys):
     assert md in printed  # the table is printed too
     runs = read_csv(out / "runs.csv")
     assert [(r["agent"], r["seed"]) for r in runs] == [
-        ("ppo", "0"), ("ppo", "1"), ("qlearning", "0"), ("qlearning", "1")]
+        ("ppo", "0"),
+        ("ppo", "1"),
+        ("qlearning", "0"),
+        ("qlearning", "1"),
+    ]
     assert len(list((out / "runs").iterdir())) == 4  # the TensorBoard runs
 
 
 def test_read_curve_counts_env_steps(tmp_path):
-    result = compare(CompareConfig(env_id="RLHFToy-v0", agents=("qlearning",), seeds=1,
-                                   total_episodes=48, num_envs=16, eval_episodes=8,
-                                   best_of=(1,), out=tmp_path), log=lambda m: None)
+    result = compare(
+        CompareConfig(
+            env_id="RLHFToy-v0",
+            agents=("qlearning",),
+            seeds=1,
+            total_episodes=48,
+            num_envs=16,
+            eval_episodes=8,
+            best_of=(1,),
+            out=tmp_path,
+        ),
+        log=lambda m: None,
+    )
     steps, scores, sps = read_curve(result["results"][0].run_dir)
     assert len(steps) == len(scores) == 3 and sps > 0
     assert np.all(np.diff(steps) >= 16) and np.all(np.diff(steps) <= 48)  # 16 episodes/update
 
 
 def test_compare_on_tiny_hf_models_has_gold_scores(tmp_path, tiny_lm_dir, tiny_rm_dir):
-    env_kwargs = dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="sentiment",
-                      max_prompt_tokens=16)
-    result = compare(CompareConfig(agents=("qlearning", "ppo"), seeds=1, total_episodes=16,
-                                   num_envs=8, eval_episodes=8, best_of=(1, 2),
-                                   model=str(tiny_lm_dir), device="cpu", out=tmp_path,
-                                   env_kwargs=env_kwargs), log=lambda m: None)
+    env_kwargs = dict(
+        reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="sentiment", max_prompt_tokens=16
+    )
+    result = compare(
+        CompareConfig(
+            agents=("qlearning", "ppo"),
+            seeds=1,
+            total_episodes=16,
+            num_envs=8,
+            eval_episodes=8,
+            best_of=(1, 2),
+            model=str(tiny_lm_dir),
+            device="cpu",
+            out=tmp_path,
+            env_kwargs=env_kwargs,
+        ),
+        log=lambda m: None,
+    )
     rows = {r["name"]: r for r in read_csv(tmp_path / "results.csv")}
     assert math.isfinite(float(rows["qlearning"]["gold_mean"]))
     assert math.isfinite(float(rows["reference"]["gold_mean"]))
@@ -84,18 +126,24 @@ def test_best_of_n_points(tmp_path):
     assert points[0]["prompts"] == 64  # the toy's 2 prompts, 32 times over
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--agents", "ppo,nope"], "unknown agent 'nope'; valid agents: " + ", ".join(sorted(AGENTS))),
-    (["--agents", ","], "--agents is empty"),
-    (["--agents", "ppo,ppo"], "names an agent twice"),
-    (["--total-episodes", "100", "--num-envs", "64"], "must be a multiple of num_envs=64"),
-    (["--total-episodes", "0"], "total_episodes must be a positive integer"),
-    (["--seeds", "0"], "seeds must be a positive integer"),
-    (["--num-envs", "-4"], "num_envs must be a positive integer"),
-    (["--best-of", "1,x"], "--best-of expects comma-separated integers"),
-    (["--best-of", "0"], "best_of must be positive integers"),
-    (["--env", "Nope-v0"], "env 'Nope-v0' is not registered"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--agents", "ppo,nope"],
+            "unknown agent 'nope'; valid agents: " + ", ".join(sorted(AGENTS)),
+        ),
+        (["--agents", ","], "--agents is empty"),
+        (["--agents", "ppo,ppo"], "names an agent twice"),
+        (["--total-episodes", "100", "--num-envs", "64"], "must be a multiple of num_envs=64"),
+        (["--total-episodes", "0"], "total_episodes must be a positive integer"),
+        (["--seeds", "0"], "seeds must be a positive integer"),
+        (["--num-envs", "-4"], "num_envs must be a positive integer"),
+        (["--best-of", "1,x"], "--best-of expects comma-separated integers"),
+        (["--best-of", "0"], "best_of must be positive integers"),
+        (["--env", "Nope-v0"], "env 'Nope-v0' is not registered"),
+    ],
+)
 def test_bad_agent_names_and_budgets(tmp_path, capsys, args, message):
     assert main(["compare", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err

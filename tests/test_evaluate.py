@@ -47,8 +47,20 @@ def test_eval_command_json(kw, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     capsys.readouterr()
-    code = main(["eval", "--env", "RLHFToy-v0", "--episodes", "8", "--best-of", "1,2",
-                 "--json", "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--env",
+            "RLHFToy-v0",
+            "--episodes",
+            "8",
+            "--best-of",
+            "1,2",
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["episodes"] == 8 and set(report["best_of_n"]) == {"1", "2"}

@@ -100,7 +100,13 @@ def test_registry_names_every_task_and_the_helpful_harmless_components() -> None
     assert GOLD_LABELERS["sentiment"] is sentiment_gold
     assert GOLD_LABELERS["harmless"] is harmless_gold
     assert GOLD_LABELERS["helpful_harmless"] is helpful_harmless_gold
-    assert set(GOLD_LABELERS) == {"sentiment", "harmless", "helpful_harmless", "hh_helpful", "hh_harmless"}
+    assert set(GOLD_LABELERS) == {
+        "sentiment",
+        "harmless",
+        "helpful_harmless",
+        "hh_helpful",
+        "hh_harmless",
+    }
 
 
 # ---------------------------------------------------------------------- a reader's preferences

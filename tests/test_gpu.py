@@ -55,10 +55,15 @@ def test_vector_env_equals_single_envs_on_cuda(kw):
 
 
 def test_ppo_first_minibatch_on_cuda(tiny_lm_dir, tiny_rm_dir):
-    cfg = PPOConfig(model=str(tiny_lm_dir), num_envs=8, num_minibatches=2, total_episodes=16,
-                    max_new_tokens=6, device="cuda")
-    agent = PPO(cfg, env_kwargs=dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS,
-                                     gold="none"))
+    cfg = PPOConfig(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=16,
+        max_new_tokens=6,
+        device="cuda",
+    )
+    agent = PPO(cfg, env_kwargs=dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none"))
     stats = agent.train()
     assert agent.first_minibatch[tags.RATIO] == pytest.approx(1.0, abs=1e-6)
     assert stats[tags.LOGPROB_MISMATCH] < 1e-3

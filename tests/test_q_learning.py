@@ -76,8 +76,10 @@ def test_initial_table_has_a_large_residual():
     assert np.all(agent[(toy.MEH,)] == 0) and not agent.q  # reading never writes the table
 
 
-@pytest.mark.parametrize("kwargs", [dict(kl_coef=-0.1), dict(learning_rate=0.0),
-                                    dict(total_episodes=0), dict(epsilon_end=1.5)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kl_coef=-0.1), dict(learning_rate=0.0), dict(total_episodes=0), dict(epsilon_end=1.5)],
+)
 def test_bad_tabular_configs(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         TabularQConfig(**kwargs)

@@ -24,13 +24,19 @@ PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i f
 
 @pytest.fixture
 def tiny_env_kwargs(tiny_lm_dir, tiny_rm_dir):
-    return dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none",
-                max_prompt_tokens=16)
+    return dict(reward_model=str(tiny_rm_dir), prompts=PROMPTS, gold="none", max_prompt_tokens=16)
 
 
 def tiny_config(tiny_lm_dir, **kw):
-    base = dict(model=str(tiny_lm_dir), num_envs=8, total_episodes=16, batch_size=8,
-                gradient_steps=2, max_new_tokens=6, device="cpu")
+    base = dict(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        total_episodes=16,
+        batch_size=8,
+        gradient_steps=2,
+        max_new_tokens=6,
+        device="cpu",
+    )
     return SoftQConfig(**{**base, **kw})
 
 
@@ -42,16 +48,24 @@ def test_soft_lambda_returns_by_hand():
     m = torch.tensor([[1.0, 1, 1, 0], [1, 1, 0, 0]])
     beta = 0.1
     y0 = soft_lambda_returns(r, v, logp, m, beta, lam=0.0)  # one-step: r + V(s')
-    torch.testing.assert_close(y0, torch.tensor([[0.1 + 0.5, 0.2 - 0.4, 1.0, 0],
-                                                 [0.3 + 0.7, 2.0, 0, 0]]))
+    torch.testing.assert_close(
+        y0, torch.tensor([[0.1 + 0.5, 0.2 - 0.4, 1.0, 0], [0.3 + 0.7, 2.0, 0, 0]])
+    )
     y1 = soft_lambda_returns(r, v, logp, m, beta, lam=1.0)  # Σ r − β Σ_{i>t} log π(a_i|s_i)
-    torch.testing.assert_close(y1, torch.tensor([
-        [0.1 + 0.2 + 1.0 + beta * (1.0 + 2.0), 0.2 + 1.0 + beta * 2.0, 1.0, 0],
-        [0.3 + 2.0 + beta * 0.5, 2.0, 0, 0]]))
+    torch.testing.assert_close(
+        y1,
+        torch.tensor(
+            [
+                [0.1 + 0.2 + 1.0 + beta * (1.0 + 2.0), 0.2 + 1.0 + beta * 2.0, 1.0, 0],
+                [0.3 + 2.0 + beta * 0.5, 2.0, 0, 0],
+            ]
+        ),
+    )
     y_half = soft_lambda_returns(r, v, logp, m, beta, lam=0.5)
     second = 0.2 + 0.5 * -0.4 + 0.5 * (1.0 + beta * 2.0)
-    torch.testing.assert_close(y_half[0, :3], torch.tensor(
-        [0.1 + 0.5 * 0.5 + 0.5 * (second + beta * 1.0), second, 1.0]))
+    torch.testing.assert_close(
+        y_half[0, :3], torch.tensor([0.1 + 0.5 * 0.5 + 0.5 * (second + beta * 1.0), second, 1.0])
+    )
 
 
 # ---------------------------------------------------------------------- parameterisation
@@ -105,25 +119,35 @@ def test_beta_gen_zero_reproduces_the_reference(tiny_lm_dir, tiny_env_kwargs):
 def test_beta_gen_one_is_the_lm_and_in_between_interpolates(tiny_lm_dir, tiny_env_kwargs):
     agent = SoftQ(tiny_config(tiny_lm_dir, learning_rate=3e-3), env_kwargs=tiny_env_kwargs)
     agent.train()
-    env = gym.make_vec("RLHF-v0", num_envs=2, model=str(tiny_lm_dir), max_new_tokens=6,
-                       device="cpu", **tiny_env_kwargs)
+    env = gym.make_vec(
+        "RLHF-v0",
+        num_envs=2,
+        model=str(tiny_lm_dir),
+        max_new_tokens=6,
+        device="cpu",
+        **tiny_env_kwargs,
+    )
     obs, _ = env.reset(seed=0)
     ref = env.unwrapped.reference_logits.log_softmax(-1)
-    out = {g: SoftQPolicy(agent.policy, env.unwrapped, beta_gen=g).action_logits(obs)
-           .log_softmax(-1) for g in (0.5, 1.0, 2.0)}
+    out = {
+        g: SoftQPolicy(agent.policy, env.unwrapped, beta_gen=g).action_logits(obs).log_softmax(-1)
+        for g in (0.5, 1.0, 2.0)
+    }
     own = SoftQPolicy(agent.policy, env.unwrapped).lm.action_logits(obs).log_softmax(-1)
     torch.testing.assert_close(out[1.0], own, atol=1e-5, rtol=0)
     # log π_gen − log π_ref = β_gen · (log π_θ − log π_ref) up to a per-state constant
     for g in (0.5, 2.0):
         diff = (out[g] - ref) - g * (own - ref)
-        torch.testing.assert_close(diff - diff.mean(-1, keepdim=True),
-                                   torch.zeros_like(diff), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            diff - diff.mean(-1, keepdim=True), torch.zeros_like(diff), atol=1e-4, rtol=0
+        )
 
 
 # ---------------------------------------------------------------------- learning
 def toy_readouts(agent: SoftQ):
     """Q (ref_logprob form) and π of the agent's LM on toy prefixes. The toy reference's
     logits are log-probabilities, so its per-state baseline logsumexp f_ref(s) is 0."""
+
     def logits(prefix):
         with torch.no_grad():
             ids = torch.tensor([prefix])
@@ -142,8 +166,14 @@ def toy_readouts(agent: SoftQ):
 
 def test_soft_q_reaches_the_toy_optimum():
     beta = 0.1
-    cfg = SoftQConfig(env_id="RLHFToy-v0", kl_coef=beta, total_episodes=64 * 40, num_envs=64,
-                      gradient_steps=8, seed=0)
+    cfg = SoftQConfig(
+        env_id="RLHFToy-v0",
+        kl_coef=beta,
+        total_episodes=64 * 40,
+        num_envs=64,
+        gradient_steps=8,
+        seed=0,
+    )
     agent = SoftQ(cfg)
     q, pi = toy_readouts(agent)
     start_residual = ql.bellman_residual(q, beta, policy=pi)
@@ -152,8 +182,10 @@ def test_soft_q_reaches_the_toy_optimum():
     optimum = toy.solve(beta).value
     reached = ql.policy_objective(pi, beta)
     end_residual = ql.bellman_residual(q, beta, policy=pi)
-    print(f"toy: optimum {optimum:.4f}, soft-Q {reached:.4f}; on-policy Bellman residual "
-          f"{start_residual:.4f} -> {end_residual:.4f}")
+    print(
+        f"toy: optimum {optimum:.4f}, soft-Q {reached:.4f}; on-policy Bellman residual "
+        f"{start_residual:.4f} -> {end_residual:.4f}"
+    )
     assert reached == pytest.approx(optimum, abs=0.01)
     assert end_residual < start_residual / 5  # the Bellman residual falls
     assert np.mean(td[-5:]) < np.mean(td[:5]) / 10
@@ -167,16 +199,33 @@ def test_tensorboard_tags_and_loadable_checkpoint(tmp_path, tiny_lm_dir, tiny_en
     from transformers import AutoModelForCausalLM
 
     cfg = tiny_config(tiny_lm_dir, checkpoint_every=1)
-    summary = train("qlearning", cfg, logdir=tmp_path, eval_episodes=8, quiet=True,
-                    env_kwargs={**tiny_env_kwargs, "gold": "sentiment"})
+    summary = train(
+        "qlearning",
+        cfg,
+        logdir=tmp_path,
+        eval_episodes=8,
+        quiet=True,
+        env_kwargs={**tiny_env_kwargs, "gold": "sentiment"},
+    )
     run = Path(summary["run_dir"])
     assert run.name.startswith("RLHF-v0__qlearning__0__")
     acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in (tags.SCORES, tags.KL, tags.RLHF_REWARD, tags.GOLD_SCORES, tags.KL_COEF,
-                tags.TD_LOSS, tags.Q_VALUES, tags.ENTROPY, tags.TEMPERATURE,
-                tags.BUFFER_EPISODES, tags.STEPS_PER_SECOND, tags.EPISODES):
+    for tag in (
+        tags.SCORES,
+        tags.KL,
+        tags.RLHF_REWARD,
+        tags.GOLD_SCORES,
+        tags.KL_COEF,
+        tags.TD_LOSS,
+        tags.Q_VALUES,
+        tags.ENTROPY,
+        tags.TEMPERATURE,
+        tags.BUFFER_EPISODES,
+        tags.STEPS_PER_SECOND,
+        tags.EPISODES,
+    ):
         assert tag in scalars, tag
     assert len(acc.Scalars(tags.TD_LOSS)) == 2
     assert scalars <= set(tags.GLOSSARY)
@@ -190,8 +239,15 @@ def test_tensorboard_tags_and_loadable_checkpoint(tmp_path, tiny_lm_dir, tiny_en
 
 
 def test_resume_gives_the_same_next_update(tmp_path):
-    cfg = SoftQConfig(env_id="RLHFToy-v0", num_envs=16, total_episodes=48, batch_size=16,
-                      gradient_steps=3, learning_rate=1e-3, seed=3)
+    cfg = SoftQConfig(
+        env_id="RLHFToy-v0",
+        num_envs=16,
+        total_episodes=48,
+        batch_size=16,
+        gradient_steps=3,
+        learning_rate=1e-3,
+        seed=3,
+    )
     full = SoftQ(cfg)
     history = []
     full.train(callback=lambda a, s: history.append(s))
@@ -205,14 +261,16 @@ def test_resume_gives_the_same_next_update(tmp_path):
     for key in (tags.SCORES, tags.TD_LOSS, tags.Q_VALUES, tags.KL):
         assert last[key] == history[-1][key], key
     for net in ("policy", "target"):
-        for a, b in zip(getattr(full, net).parameters(), getattr(resumed, net).parameters(),
-                        strict=True):
+        for a, b in zip(
+            getattr(full, net).parameters(), getattr(resumed, net).parameters(), strict=True
+        ):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_tau_one_and_double_q_run():
-    cfg = SoftQConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=16, batch_size=8, tau=1.0,
-                      double_q=True)
+    cfg = SoftQConfig(
+        env_id="RLHFToy-v0", num_envs=8, total_episodes=16, batch_size=8, tau=1.0, double_q=True
+    )
     agent = SoftQ(cfg)
     assert agent.target is None  # no copy when the target is the online network
     stats = agent.train()
@@ -224,17 +282,35 @@ def test_the_reward_form_cannot_be_overridden(tiny_lm_dir, tiny_env_kwargs):
         SoftQ(tiny_config(tiny_lm_dir), env_kwargs={**tiny_env_kwargs, "reward_form": "kl"})
 
 
-@pytest.mark.parametrize("kwargs", [dict(kl_coef=0.0), dict(lam=1.5), dict(tau=0.0),
-                                    dict(beta_gen=-1.0), dict(batch_size=0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kl_coef=0.0), dict(lam=1.5), dict(tau=0.0), dict(beta_gen=-1.0), dict(batch_size=0)],
+)
 def test_bad_configs(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SoftQConfig(env_id="RLHFToy-v0", **kwargs)
 
 
 def test_cli_trains_qlearning_with_its_own_options(tmp_path, capsys):
-    argv = ["train", "--agent", "qlearning", "--env", "RLHFToy-v0", "--total-episodes", "16",
-            "--num-envs", "8", "--batch-size", "8", "--lam", "0.5", "--eval-episodes", "8",
-            "--logdir", str(tmp_path)]
+    argv = [
+        "train",
+        "--agent",
+        "qlearning",
+        "--env",
+        "RLHFToy-v0",
+        "--total-episodes",
+        "16",
+        "--num-envs",
+        "8",
+        "--batch-size",
+        "8",
+        "--lam",
+        "0.5",
+        "--eval-episodes",
+        "8",
+        "--logdir",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     assert "checkpoint:" in capsys.readouterr().out
     (run,) = tmp_path.iterdir()

@@ -2,7 +2,8 @@
 
 ::
 
-    rlhf-gym cai revise --out revisions.jsonl [--num-prompts N] [--rounds R] [--model M] [--constitution FILE]
+    rlhf-gym cai revise --out revisions.jsonl [--num-prompts N] [--rounds R] [--model M]
+                        [--constitution FILE]
     rlhf-gym sft --data revisions.jsonl --out SL_CAI_DIR                 # rlhf_gym.sft
     rlhf-gym cai label --policy SL_CAI_DIR --out prefs.jsonl [--num-pairs N] [--constitution FILE]
     rlhf-gym reward train --data prefs.jsonl --out RM_DIR --task helpful_harmless
@@ -20,8 +21,14 @@ import sys
 from rlhf_gym.cli import add_options, from_args
 
 SUBCOMMANDS = {
-    "revise": ("sample replies, critique and revise them under the constitution (SL-CAI data)", "rlhf_gym.cai.revise:ReviseConfig"),
-    "label": ("AI preference labels: a feedback model answers (A) or (B) (RL-CAI data)", "rlhf_gym.cai.label:AILabelConfig"),
+    "revise": (
+        "sample replies, critique and revise them under the constitution (SL-CAI data)",
+        "rlhf_gym.cai.revise:ReviseConfig",
+    ),
+    "label": (
+        "AI preference labels: a feedback model answers (A) or (B) (RL-CAI data)",
+        "rlhf_gym.cai.label:AILabelConfig",
+    ),
 }
 
 

@@ -37,9 +37,10 @@ Example:
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 DEFAULT_CONSTITUTION = Path(__file__).resolve().parent / "constitution.toml"
 """The constitution shipped with the package."""
@@ -129,7 +130,9 @@ def load_constitution(path: str | Path | None = None) -> Constitution:
         )
     raw = data.get("principle")
     if not isinstance(raw, list) or not raw:
-        raise ConstitutionError(f"{file}: no [[principle]] tables; a constitution needs at least one")
+        raise ConstitutionError(
+            f"{file}: no [[principle]] tables; a constitution needs at least one"
+        )
     principles: list[Principle] = []
     for i, table in enumerate(raw, 1):
         where = f"{file}: principle {i}"
@@ -146,16 +149,22 @@ def load_constitution(path: str | Path | None = None) -> Constitution:
         where = f"{file}: comparison_example {i}"
         fields = _strings(table, COMPARISON_EXAMPLE_FIELDS, where, optional=("principle",))
         if fields["answer"] not in ("A", "B"):
-            raise ConstitutionError(f"{where}: field 'answer' must be \"A\" or \"B\", got {fields['answer']!r}")
+            raise ConstitutionError(
+                f'{where}: field \'answer\' must be "A" or "B", got {fields["answer"]!r}'
+            )
         if fields.get("principle") is not None and fields["principle"] not in names:
-            raise ConstitutionError(f"{where}: field 'principle' names no principle: {fields['principle']!r}")
+            raise ConstitutionError(
+                f"{where}: field 'principle' names no principle: {fields['principle']!r}"
+            )
         comparisons.append(ComparisonExample(**fields))
     revisions = []
     for i, table in enumerate(data.get("revision_example", []), 1):
         where = f"{file}: revision_example {i}"
         fields = _strings(table, REVISION_EXAMPLE_FIELDS, where)
         if fields["principle"] not in names:
-            raise ConstitutionError(f"{where}: field 'principle' names no principle: {fields['principle']!r}")
+            raise ConstitutionError(
+                f"{where}: field 'principle' names no principle: {fields['principle']!r}"
+            )
         revisions.append(RevisionExample(**fields))
     name = data.get("name", file.stem)
     if not isinstance(name, str):
@@ -182,6 +191,8 @@ def _strings(
             raise ConstitutionError(f"{where}: missing field {key!r}")
         value = table[key]
         if not isinstance(value, str) or not value.strip():
-            raise ConstitutionError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+            raise ConstitutionError(
+                f"{where}: field {key!r} must be a non-empty string, got {value!r}"
+            )
         out[key] = value
     return out

@@ -98,7 +98,9 @@ def comparison_document(
     return comparison_prompt(prompt, question, response_a, response_b) + f" ({answer})"
 
 
-def few_shot_comparisons(examples: tuple[ComparisonExample, ...], principles: dict[str, Principle], question: str) -> str:
+def few_shot_comparisons(
+    examples: tuple[ComparisonExample, ...], principles: dict[str, Principle], question: str
+) -> str:
     """The few-shot block in front of a comparison prompt (empty without examples).
 
     An example with a ``principle`` shows that principle's question, otherwise ``question``.
@@ -116,7 +118,9 @@ def few_shot_comparisons(examples: tuple[ComparisonExample, ...], principles: di
     return "".join(b + "\n\n" for b in blocks)
 
 
-def few_shot_revisions(examples: tuple[RevisionExample, ...], principles: dict[str, Principle]) -> str:
+def few_shot_revisions(
+    examples: tuple[RevisionExample, ...], principles: dict[str, Principle]
+) -> str:
     """The few-shot block in front of a critique prompt (empty without examples)."""
     blocks = [
         revision_document(e.prompt, e.response, principles[e.principle], e.critique, e.revision)

@@ -17,8 +17,9 @@ the probabilities of (A) and (B). One forward pass per comparison, any tokenizer
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,12 +79,16 @@ class PromptedLM:
         model = model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval().requires_grad_(False)
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat == "yes" and not has_template:
-            raise ValueError(f"--chat yes: the tokenizer of {what}={name_or_path!r} has no chat template")
+            raise ValueError(
+                f"--chat yes: the tokenizer of {what}={name_or_path!r} has no chat template"
+            )
         return cls(model, tokenizer, chat=has_template if chat == "auto" else chat == "yes")
 
     # ------------------------------------------------------------------ prompts
     def _render(self, messages: list[dict[str, str]], reply_prefix: str = "") -> str:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
         return text + reply_prefix
 
     def reply_prompt(self, prompt: str) -> str:
@@ -137,7 +142,7 @@ class PromptedLM:
         window = model_window(self.model, self.tokenizer) - room
         if window < 1:
             raise ValueError(
-                f"the model's window ({model_window(self.model, self.tokenizer)} tokens) leaves no room for "
+                f"the model's window ({window + room} tokens) leaves no room for "
                 f"{room} new tokens; lower --max-new-tokens"
             )
         out = []
@@ -197,14 +202,15 @@ class PromptedLM:
                 if temperature > 0
                 else {"do_sample": False}
             )
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stop,
-                pad_token_id=pad if pad is not None else stop[0],
-                **sampling,
-            )
+            with _transformers_errors_only():  # a one-time "pass an attention_mask" warning
+                out = self.model.generate(  # that does not apply: the mask is passed
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=stop,
+                    pad_token_id=pad if pad is not None else stop[0],
+                    **sampling,
+                )
             for row in out[:, ids.shape[1] :].tolist():
                 cut = next((i for i, t in enumerate(row) if t in stop), len(row))
                 text = self.tokenizer.decode(row[:cut], skip_special_tokens=True)
@@ -215,7 +221,9 @@ class PromptedLM:
     def _option_tokens(self, text: str) -> tuple[list[int], int, int]:
         """The ids shared by ``text + " (A)"`` and ``text + " (B)"``, and the first ids where
         they differ."""
-        a, b = (self.tokenizer(text + o, add_special_tokens=False)["input_ids"] for o in formats.OPTIONS)
+        a, b = (
+            self.tokenizer(text + o, add_special_tokens=False)["input_ids"] for o in formats.OPTIONS
+        )
         i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
         if i is None or i >= len(a) or i >= len(b):
             raise ValueError("the tokenizer writes ' (A)' and ' (B)' the same way")
@@ -245,6 +253,18 @@ class PromptedLM:
                 rows.append(torch.softmax(pair, dim=0).tolist())
         self.calls["comparisons"] += len(texts)
         return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+
+@contextlib.contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def draw_principles(constitution: Constitution, n: int, rng: random.Random) -> list[Principle]:

@@ -32,7 +32,9 @@ from rlhf_gym.cai.revise import CHAT_HELP, check_common, gold_function, prompt_l
 class AILabelConfig:
     """Options of ``rlhf-gym cai label``."""
 
-    policy: str | None = _f(None, "policy whose two replies per prompt are compared: name or path (required)")
+    policy: str | None = _f(
+        None, "policy whose two replies per prompt are compared: name or path (required)"
+    )
     out: str | None = _f(None, "preference JSONL to write (required)")
     num_pairs: int = _f(1024, "pairs to label")
     model: str = _f("assistant", "the feedback model that answers (A) or (B): name or path")
@@ -95,7 +97,10 @@ def sample_two(
             break
         texts = [policy.reply_prompt(prompts[i]) for i in todo for _ in (0, 1)]
         out = policy.generate(
-            texts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size
+            texts,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            batch_size=cfg.batch_size,
         )
         again = []
         for k, i in enumerate(todo):
@@ -126,14 +131,23 @@ def label(cfg: AILabelConfig, log: Callable[[str], None] = print) -> dict[str, A
     order.shuffle(pool)
     prompts = [pool[i % len(pool)] for i in range(cfg.num_pairs)]
 
-    policy = PromptedLM.load(cfg.policy, what="--policy", device=cfg.device, dtype=cfg.dtype, chat=cfg.chat)
+    policy = PromptedLM.load(
+        cfg.policy, what="--policy", device=cfg.device, dtype=cfg.dtype, chat=cfg.chat
+    )
     pairs = sample_two(policy, prompts, cfg, log)
     same = cfg.model == cfg.policy
-    feedback = policy if same else PromptedLM.load(cfg.model, device=cfg.device, dtype=cfg.dtype, chat=cfg.chat)
+    feedback = (
+        policy
+        if same
+        else PromptedLM.load(cfg.model, device=cfg.device, dtype=cfg.dtype, chat=cfg.chat)
+    )
     principles = draw_principles(constitution, len(pairs), rng)
     shown_ab = [rng.random() < 0.5 for _ in pairs]
     by_name = {p.name: p for p in constitution.principles}
-    few = [few_shot_comparisons(constitution.comparison_examples, by_name, q.comparison) for q in principles]
+    few = [
+        few_shot_comparisons(constitution.comparison_examples, by_name, q.comparison)
+        for q in principles
+    ]
     p_a = np.empty(len(pairs))
     p_opt = np.empty(len(pairs))
     # few-shot blocks depend on the question only through examples without a principle
@@ -151,8 +165,12 @@ def label(cfg: AILabelConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     gold = gold_function(cfg.gold)
     records = []
-    for (prompt, a, b), q, ab, pa, po in zip(pairs, principles, shown_ab, p_a, p_opt):
-        meta: dict[str, Any] = {"principle": q.name, "shown": "ab" if ab else "ba", "p_option_a": round(float(po), 6)}
+    for (prompt, a, b), q, ab, pa, po in zip(pairs, principles, shown_ab, p_a, p_opt, strict=True):
+        meta: dict[str, Any] = {
+            "principle": q.name,
+            "shown": "ab" if ab else "ba",
+            "p_option_a": round(float(po), 6),
+        }
         if gold is not None:
             meta["gold_a"] = round(gold(prompt, a), 6)
             meta["gold_b"] = round(gold(prompt, b), 6)
@@ -165,16 +183,20 @@ def label(cfg: AILabelConfig, log: Callable[[str], None] = print) -> dict[str, A
         "model": cfg.model,
         "chat": feedback.chat,
         "mean_p_a": float(np.mean(p_a)) if len(records) else float("nan"),
-        "mean_confidence": float(np.mean(np.maximum(p_a, 1 - p_a))) if len(records) else float("nan"),
+        "mean_confidence": float(np.mean(np.maximum(p_a, 1 - p_a)))
+        if len(records)
+        else float("nan"),
         "position_bias": float(np.mean(p_opt)) if len(records) else float("nan"),
-        "model_calls": {k: policy.calls[k] + (0 if same else feedback.calls[k]) for k in policy.calls},
+        "model_calls": {
+            k: policy.calls[k] + (0 if same else feedback.calls[k]) for k in policy.calls
+        },
         "truncated_prompts": policy.truncated + (0 if same else feedback.truncated),
         "out": str(cfg.out),
     }
     if gold is not None:
         agree = [
             float((pa > 0.5) == (r.meta["gold_a"] > r.meta["gold_b"]))
-            for r, pa in zip(records, p_a)
+            for r, pa in zip(records, p_a, strict=True)
             if r.meta["gold_a"] != r.meta["gold_b"] and pa != 0.5
         ]
         summary["agreement_with_gold"] = float(np.mean(agree)) if agree else float("nan")

@@ -41,7 +41,9 @@ class ReviseConfig:
     prompts: str = _f("helpful_harmless", "red-team prompts: a built-in set or a .txt/.jsonl file")
     temperature: float = _f(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = _f(48, "length limit of each reply, critique and revision")
-    gold: str = _f("helpful_harmless", "gold labeler that scores initial and final replies, or none")
+    gold: str = _f(
+        "helpful_harmless", "gold labeler that scores initial and final replies, or none"
+    )
     batch_size: int = _f(32, "prompts sampled together")
     seed: int = _f(0, "seed of the principles drawn and of the sampling")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -56,7 +58,9 @@ class ReviseConfig:
         for name in ("num_prompts", "rounds"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}"
+                )
 
 
 def check_common(cfg: Any) -> None:
@@ -71,7 +75,9 @@ def check_common(cfg: Any) -> None:
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
     if cfg.gold != "none" and cfg.gold not in GOLD_LABELERS:
-        raise ValueError(f"--gold must be none or one of {', '.join(GOLD_LABELERS)}; got {cfg.gold!r}")
+        raise ValueError(
+            f"--gold must be none or one of {', '.join(GOLD_LABELERS)}; got {cfg.gold!r}"
+        )
     if cfg.chat not in CHAT_MODES:
         raise ValueError(f"--chat must be one of {', '.join(CHAT_MODES)}; got {cfg.chat!r}")
     out = Path(cfg.out).expanduser()
@@ -111,7 +117,10 @@ def revise(cfg: ReviseConfig, log: Callable[[str], None] = print) -> dict[str, A
     by_name = {p.name: p for p in constitution.principles}
     few_shot = few_shot_revisions(constitution.revision_examples, by_name)
     sample = lambda texts: lm.generate(  # noqa: E731
-        texts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.batch_size
+        texts,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        batch_size=cfg.batch_size,
     )
 
     initial = sample([lm.reply_prompt(p) for p in prompts])
@@ -120,15 +129,18 @@ def revise(cfg: ReviseConfig, log: Callable[[str], None] = print) -> dict[str, A
     for _ in range(cfg.rounds):
         principles = draw_principles(constitution, len(prompts), rng)
         critiques = sample(
-            [lm.critique_prompt(p, r, q, few_shot) for p, r, q in zip(prompts, current, principles)]
+            [
+                lm.critique_prompt(p, r, q, few_shot)
+                for p, r, q in zip(prompts, current, principles, strict=True)
+            ]
         )
         revisions = sample(
             [
                 lm.revision_prompt(p, r, q, c, few_shot)
-                for p, r, q, c in zip(prompts, current, principles, critiques)
+                for p, r, q, c in zip(prompts, current, principles, critiques, strict=True)
             ]
         )
-        for i, (q, c, r) in enumerate(zip(principles, critiques, revisions)):
+        for i, (q, c, r) in enumerate(zip(principles, critiques, revisions, strict=True)):
             rounds[i].append(
                 {
                     "principle": q.name,
@@ -144,8 +156,13 @@ def revise(cfg: ReviseConfig, log: Callable[[str], None] = print) -> dict[str, A
     out = Path(cfg.out).expanduser()
     golds: list[tuple[float, float]] = []
     with out.open("w", encoding="utf-8") as f:
-        for p, first, steps, final in zip(prompts, initial, rounds, current):
-            record: dict[str, Any] = {"prompt": p, "initial": first, "rounds": steps, "revision": final}
+        for p, first, steps, final in zip(prompts, initial, rounds, current, strict=True):
+            record: dict[str, Any] = {
+                "prompt": p,
+                "initial": first,
+                "rounds": steps,
+                "revision": final,
+            }
             if gold is not None:
                 record["gold_initial"] = round(gold(p, first), 6)
                 record["gold_revision"] = round(gold(p, final), 6)
@@ -176,15 +193,19 @@ def _mean(values: list[float]) -> float:
 def _report(s: dict[str, Any], gold: str) -> str:
     lines = [
         f"revised {s['prompts']} prompts, {s['rounds']} round(s), model {s['model']}"
-        f"{' (chat template)' if s['chat'] else ''}: {s['model_calls']['generations']} sampled sequences",
+        f"{' (chat template)' if s['chat'] else ''}: "
+        f"{s['model_calls']['generations']} sampled sequences",
     ]
     if "gold_initial" in s:
         lines.append(
-            f"gold ({gold}): initial {s['gold_initial']:+.3f} → revision {s['gold_revision']:+.3f}; "
+            f"gold ({gold}): initial {s['gold_initial']:+.3f} → "
+            f"revision {s['gold_revision']:+.3f}; "
             f"revision better on {100 * s['improved_fraction']:.0f}% of prompts"
         )
     if s["truncated_prompts"]:
-        lines.append(f"{s['truncated_prompts']} prompts were longer than the model's window and lost their start")
+        lines.append(
+            f"{s['truncated_prompts']} model inputs were longer than the model's window "
+            "and lost their start"
+        )
     lines.append(f"wrote {s['out']}  (next: rlhf-gym sft --data {s['out']} --out DIR)")
     return "\n".join(lines)
-

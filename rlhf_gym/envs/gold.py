@@ -540,7 +540,8 @@ RED_TEAM_CUES: tuple[str, ...] = DANGER_TERMS + (
     "sneak into", "get into my", "get into their", "get back at", "revenge", "make my",
     "without them noticing", "without my", "without telling", "without asking", "cheat",
     "messages without", "private", "password", "quit it", "skip my", "drive home after",
-    "drive after", "too tired", "beers", "glasses of wine", "drinking", "stayed up all night", "stopped taking", "quit",
+    "drive after", "too tired", "beers", "glasses of wine", "drinking", "stayed up all night",
+    "stopped taking", "quit",
     "prank", "really hurt", "scare my", "so badly", "steal", "lie", "i want to hurt",
     "three drinks", "half asleep", "say i lost",
     "lying", "get out of trouble", "blame my", "make up a story", "copy answers", "sneak notes",
@@ -610,9 +611,11 @@ _HH_TERM_SETS = (
 def _phrase_regex(term: str) -> str:
     """A whole-word pattern for ``term``; a leading common verb also matches its inflections."""
     first, *rest = term.split(" ")
-    forms = sorted(_inflections(first) | {first}, key=len, reverse=True) if (
-        rest and first in _ADVICE_VERBS
-    ) else [first]
+    forms = (
+        sorted(_inflections(first) | {first}, key=len, reverse=True)
+        if (rest and first in _ADVICE_VERBS)
+        else [first]
+    )
     head = "(?:" + "|".join(re.escape(f) for f in forms) + ")"
     return r"\b" + " ".join([head, *map(re.escape, rest)]) + r"\b"
 
@@ -687,7 +690,9 @@ def _advice_clauses(prompt: str, response: str) -> tuple[int, int]:
         negated = _starts(clause, ("don't", "do not", "never", "not"))
         if words[start] in _NOT_ADVICE:
             continue
-        if not (words[start] in _ADVICE_VERBS or (lead and not (negated and min(negated) < min(lead)))):
+        if not (
+            words[start] in _ADVICE_VERBS or (lead and not (negated and min(negated) < min(lead)))
+        ):
             continue
         seen.add(clause)
         if any(w[:4] in stems for w in words if _topical(w)):
