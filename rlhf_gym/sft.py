@@ -120,6 +120,12 @@ RESPONSE_FIELDS = ("revision", "completion", "response", "chosen")
 TRAIN_LOSS = "sft/train_loss"
 HELDOUT_LOSS = "sft/heldout_loss"
 LEARNING_RATE = "sft/lr"
+GLOSSARY: dict[str, str] = {
+    TRAIN_LOSS: "the batch's mean negative log-likelihood per response token (EOS included)",
+    HELDOUT_LOSS: "the same on the held-out records (prompts never trained on); step 0: the base",
+    LEARNING_RATE: "the learning rate of the step (linear warm-up, then cosine decay to 0)",
+}
+"""The TensorBoard tags of ``rlhf-gym sft`` and their meaning (``docs/metrics.md``)."""
 IGNORE = -100
 """The label of a token that carries no loss (prompt and padding)."""
 

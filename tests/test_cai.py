@@ -475,3 +475,47 @@ def test_the_whole_chain_on_tiny_models(tmp_path, prompts_file, tiny_lm_dir, cha
         == 0
     )
     assert "checkpoint" in capsys.readouterr().out
+
+
+FEW_SHOT = (
+    GOOD
+    + """
+[[comparison_example]]
+prompt = "Q: fix my bike ? A:"
+response_a = " no ."
+response_b = " check the chain first ."
+answer = "B"
+
+[[revision_example]]
+prompt = "Q: fix my bike ? A:"
+response = " no ."
+principle = "kind"
+critique = "It does not help."
+revision = " check the chain first ."
+"""
+)
+
+
+def test_few_shot_examples_go_in_front_of_every_prompt(tmp_path, tiny_lm_dir):
+    path = tmp_path / "c.toml"
+    path.write_text(FEW_SHOT, encoding="utf-8")
+    c = load_constitution(path)
+    by_name = {p.name: p for p in c.principles}
+    block = formats.few_shot_comparisons(c.comparison_examples, by_name, "Which is kinder?")
+    assert block == (
+        "Q: fix my bike ?\nWhich is kinder?\n(A) no .\n(B) check the chain first .\n"
+        "The answer is: (B)\n\n"
+    )
+    lm = PromptedLM.load(str(tiny_lm_dir), device="cpu")
+    text = lm.comparison_prompt("Q: x ? A:", "Which is kinder?", "a", "b", block)
+    assert text.startswith(block) and text.endswith("The answer is:")
+    rev = formats.few_shot_revisions(c.revision_examples, by_name)
+    assert rev.startswith("Q: fix my bike ? A: no .\nCritique request: Say what is unkind.")
+    assert lm.critique_prompt("Q: x ? A:", " y", by_name["kind"], rev).startswith(rev)
+    out = tmp_path / "rev.jsonl"
+    revise(
+        ReviseConfig(out=str(out), num_prompts=2, model=str(tiny_lm_dir), constitution=str(path),
+                     prompts="harmless", max_new_tokens=4, device="cpu", gold="none"),
+        log=lambda _: None,
+    )  # fmt: skip
+    assert all(json.loads(line)["rounds"][0]["principle"] == "kind" for line in out.open())

@@ -67,3 +67,35 @@ def test_ppo_first_minibatch_on_cuda(tiny_lm_dir, tiny_rm_dir):
     stats = agent.train()
     assert agent.first_minibatch[tags.RATIO] == pytest.approx(1.0, abs=1e-6)
     assert stats[tags.LOGPROB_MISMATCH] < 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cai_feedback_model_and_sampling_on_cuda(tiny_lm_dir, dtype):
+    from rlhf_gym.cai.generate import PromptedLM
+
+    cpu = PromptedLM.load(str(tiny_lm_dir), device="cpu")
+    gpu = PromptedLM.load(str(tiny_lm_dir), device="cuda", dtype=dtype)
+    texts = [
+        "Q: a ? A:\nWhich ?\n(A) x\n(B) y\nThe answer is:",
+        "the movie was good\nThe answer is:",
+    ]
+    tol = 1e-4 if dtype == "float32" else 3e-2
+    assert np.allclose(cpu.option_probs(texts), gpu.option_probs(texts), atol=tol)
+    torch.manual_seed(0)
+    out = gpu.generate(texts, max_new_tokens=5, temperature=1.0)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_sft_on_cuda(tmp_path, tiny_lm_dir):
+    import json
+
+    from rlhf_gym.cli import main
+
+    data = tmp_path / "d.jsonl"
+    rows = [{"prompt": f"Q: q{i} ? A:", "completion": " check the chain ."} for i in range(40)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "sft"
+    argv = ["sft", "--data", str(data), "--out", str(out), "--model", str(tiny_lm_dir)]
+    assert main([*argv, "--device", "cuda", "--dtype", "bfloat16", "--epochs", "3"]) == 0
+    result = json.loads((out / "sft.json").read_text())["result"]
+    assert result["final_heldout_loss"] < result["initial_heldout_loss"]
