@@ -439,7 +439,7 @@ def test_reward_train_writes_the_tensorboard_tags_of_docs_metrics(tmp_path):
         ),
         (
             ["reward", "simulate", "--task", "poetry", "--out", "x.jsonl", "--pairs", "2"],
-            "task must be one of sentiment, harmless; got 'poetry'",
+            "task must be one of sentiment, harmless, helpful_harmless; got 'poetry'",
         ),
         (["reward", "simulate", "--pairs", "0", "--out", "x.jsonl"], "--pairs must be a positive"),
         (["reward", "eval", "--reward-model", "no/such/dir", "--data", "{good}"], "no/such/dir"),
