@@ -119,7 +119,7 @@ def ppo(model: str, rm: Path, episodes: int, seed: int, logdir: Path) -> str:
         device="cpu",
     )
     summary = train("ppo", cfg, logdir=logdir, eval_episodes=64, quiet=True)
-    return str(summary["checkpoint"])
+    return str(Path(summary["checkpoint"]) / "policy")
 
 
 def label_agreement(path: Path, gold: str) -> float:
