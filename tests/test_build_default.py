@@ -19,7 +19,7 @@ from transformers import (
 from rlhf_gym.embedded import build as build_default
 from rlhf_gym.embedded.corpus import TASKS, make_task_corpus
 
-MODEL_DIRS = ("lm", "reward-sentiment", "reward-harmless")
+MODEL_DIRS = ("lm", "reward-sentiment", "reward-harmless", "assistant", "reward-helpful_harmless")
 PROMPT_FILES = tuple(f"{task}-{split}.txt" for task in TASKS for split in ("train", "eval"))
 
 
@@ -58,9 +58,20 @@ def _check_build_dir(out: Path, *, min_vocab: int) -> None:
         batch = tokenizer(["This movie was great.", "Q: Hi? A: Hello."], padding=True)
         scores = rm(**{k: torch.tensor(v) for k, v in batch.items()}).logits
         assert scores.shape == (2, 1) and torch.isfinite(scores).all()
-    for name in PROMPT_FILES:
+    for name in PROMPT_FILES + ("helpful_harmless-train.txt", "helpful_harmless-eval.txt"):
         prompts = (out / "prompts" / name).read_text(encoding="utf-8").splitlines()
         assert prompts and all(p and p == p.strip() for p in prompts)
+    # the assistant family: its own tokenizer, shared by its reward model
+    assistant_tok = AutoTokenizer.from_pretrained(out / "assistant")
+    assert assistant_tok.pad_token_id != assistant_tok.eos_token_id
+    assistant = AutoModelForCausalLM.from_pretrained(out / "assistant")
+    _assert_no_dropout(assistant)
+    rm = AutoModelForSequenceClassification.from_pretrained(out / "reward-helpful_harmless")
+    assert rm.config.num_labels == 1 and rm.config.vocab_size == assistant.config.vocab_size
+    for name in build_default.TOKENIZER_FILES:
+        assert (out / "reward-helpful_harmless" / name).read_bytes() == (
+            out / "assistant" / name
+        ).read_bytes()
 
 
 def _continue(out: Path, prompt: str) -> str:
@@ -113,6 +124,23 @@ def test_rebuilding_only_the_reward_models_gives_the_same_bytes(
         build_default.build(out, mini=True, seed=1, reward_only=True)
 
 
+def test_rebuilding_only_the_assistant_keeps_the_rest_and_gives_the_same_bytes(
+    mini_build: Path, tmp_path: Path
+) -> None:
+    """``--assistant-only`` leaves the sentiment and harmless files alone and writes the
+    assistant family as a full build does."""
+    out = tmp_path / "again"
+    shutil.copytree(mini_build, out)
+    for name in ("assistant", "reward-helpful_harmless"):
+        shutil.rmtree(out / name)
+    (out / "prompts" / "helpful_harmless-eval.txt").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (out / "lm").rglob("*") if p.is_file()}
+    build_default.build(out, mini=True, seed=0, assistant_only=True)
+    assert {p: p.stat().st_mtime_ns for p in (out / "lm").rglob("*") if p.is_file()} == kept
+    for file in sorted(p.relative_to(mini_build) for p in mini_build.rglob("*") if p.is_file()):
+        assert (out / file).read_bytes() == (mini_build / file).read_bytes(), file
+
+
 def test_build_leaves_torch_settings_as_it_found_them(tmp_path: Path) -> None:
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     build_default.build(tmp_path, mini=True, seed=1, threads=1)
@@ -147,3 +175,6 @@ def test_shipped_default_loads_and_writes_text() -> None:
     assert sentiment["lm_samples"]["eos_fraction"] > 0.75
     assert sentiment["lm_samples"]["gold_positive_fraction"] > 0.2
     assert sentiment["lm_samples"]["gold_negative_fraction"] > 0.2
+    assistant = metrics["assistant"]
+    assert assistant["reward_model"]["heldout_pairwise_accuracy_vs_gold"] > 0.75
+    assert assistant["reward_model"]["lm_samples"]["eos_fraction"] > 0.75

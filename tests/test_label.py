@@ -372,7 +372,10 @@ def test_export_through_the_command(store: LabelStore, tmp_path: Path, capsys):
         (["--export", "{tmp}/p.jsonl", "--ties", "sometimes"], ["--ties", "drop, keep"]),
         (["--data", "a.jsonl", "--policy", "b"], ["--data or --policy"]),
         (["--policy", "{tmp}/no-model"], ["no-model", "no such directory"]),
-        (["--task", "poetry"], ["--task must be one of sentiment, harmless, helpful_harmless; got 'poetry'"]),
+        (
+            ["--task", "poetry"],
+            ["--task must be one of sentiment, harmless, helpful_harmless; got 'poetry'"],
+        ),
         (["--pairs", "0"], ["--pairs must be >= 1"]),
     ],
 )
