@@ -138,7 +138,7 @@ class PromptedLM:
         return few_shot + body
 
     # ------------------------------------------------------------------ model calls
-    def _encode(self, texts: Sequence[str], room: int) -> list[list[int]]:
+    def _encoded_inputs(self, texts: Sequence[str], room: int) -> list[list[int]]:
         window = model_window(self.model, self.tokenizer) - room
         if window < 1:
             raise ValueError(
@@ -195,7 +195,7 @@ class PromptedLM:
         stop = self._stop_ids()
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(texts), batch_size):
-            seqs = self._encode(texts[start : start + batch_size], max_new_tokens)
+            seqs = self._encoded_inputs(texts[start : start + batch_size], max_new_tokens)
             ids, mask = self._left_padded(seqs)
             sampling: dict[str, Any] = (
                 {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}

@@ -28,6 +28,15 @@ from rlhf_gym.envs.lm import (
 )
 from rlhf_gym.envs.policy import ActingPolicy
 from rlhf_gym.envs.prompts import load_prompts
+from rlhf_gym.envs.render import (
+    RENDER_MODES,
+    RenderTally,
+    ansi_text,
+    blank_frame,
+    check_render_mode,
+    draw_frame,
+    header_text,
+)
 from rlhf_gym.envs.rewards import HFRewardModel, RewardModel, as_reward_model
 
 BUILTIN_MODELS = {"default": DATA_DIR / "lm", "assistant": DATA_DIR / "assistant"}
@@ -265,6 +274,17 @@ class RLHFEnv(_Surface, gym.Env):
     * ``device`` (``"auto"``: CUDA when present), ``dtype`` (``"float32"``, ``"bfloat16"``,
       ``"float16"`` or ``"auto"``).
     * ``policy`` (constructor only): the acting policy.
+    * ``render_mode``: ``None``, ``"ansi"`` or ``"rgb_array"`` (see Rendering).
+
+    ## Rendering
+    ``render()`` never touches the random state or the episode. With ``render_mode="ansi"`` it
+    returns the prompt, ``│``, and the response so far. With ``render_mode="rgb_array"`` it
+    returns a ``(360, 640, 3)`` uint8 image (the same shape every frame): a header line with the
+    id, the step, the last reward, the reward so far and, once the episode has ended, the
+    score; below it the prompt (grey) and the response so far (amber), word-wrapped, the last
+    lines kept when they do not fit. ``gymnasium.wrappers.RecordVideo`` (needs ``moviepy``)
+    thus shows a response being written token by token. With no render mode it returns
+    ``None``.
 
     ## Vectorized environment
     ``gym.make_vec("RLHF-v0", num_envs=B)`` builds :class:`RLHFVectorEnv`, which makes every
@@ -283,15 +303,14 @@ class RLHFEnv(_Surface, gym.Env):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not one of [None, 'ansi']")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
         self._engine = build_engine(1, **kwargs)
         self.observation_space, self.action_space = make_spaces(self._engine)
         self._row = np.array([0])
+        self._render_tally = RenderTally(1)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -300,6 +319,7 @@ class RLHFEnv(_Surface, gym.Env):
         super().reset(seed=seed)
         index = _prompt_index(options, 1)
         info = self._engine.reset_rows([0], [self.np_random], index)
+        self._render_tally.reset(self._row)
         return self._engine.observation(0), info.row(0)
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
@@ -314,15 +334,14 @@ class RLHFEnv(_Surface, gym.Env):
         actions = ep.check_actions(np.asarray([_as_token(action, ep.V)]), self._row)
         logp = ep.policy_logprobs()
         rewards, terminated, info = ep.step_rows(self._row, actions, logp)
+        self._render_tally.step(self._row, rewards, info.vector())
         return ep.observation(0), float(rewards[0]), bool(terminated[0]), False, info.row(0)
 
-    def render(self) -> str | None:
-        """With ``render_mode="ansi"``: the prompt, ``│``, and the response so far."""
-        if self.render_mode != "ansi":
-            return None
-        ep = self._engine
-        prompt = ep.prompts[ep.prompt_of[0]].text
-        return f"{prompt}\u2502{ep.response_text(0)}"
+    def render(self) -> str | np.ndarray | None:
+        """The episode so far (see Rendering): with ``render_mode="ansi"`` the prompt, ``│``
+        and the response; with ``"rgb_array"`` a ``(360, 640, 3)`` uint8 image of the prompt,
+        the response and the rewards; with no render mode ``None``."""
+        return _render_row(self, 0)
 
 
 class RLHFVectorEnv(_Surface, VectorEnv):
@@ -330,14 +349,22 @@ class RLHFVectorEnv(_Surface, VectorEnv):
 
     Next-step autoreset (Gymnasium 1.x default): the step after a sub-environment terminates
     resets it, ignores its action, and returns its first observation with reward 0.
+
+    ``render_mode`` (``None``, ``"ansi"`` or ``"rgb_array"``) is that of :class:`RLHFEnv`;
+    ``render()`` returns a tuple with one frame per sub-environment, as Gymnasium's vector
+    environments do (``None`` with no render mode).
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata = {
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+        "render_modes": list(RENDER_MODES),
+        "render_fps": 4,
+    }
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
         if not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        kwargs.pop("render_mode", None)
+        self.render_mode = check_render_mode(render_mode)
         self.num_envs = num_envs
         self._engine = build_engine(num_envs, **kwargs)
         self.single_observation_space, self.single_action_space = make_spaces(self._engine)
@@ -346,6 +373,7 @@ class RLHFVectorEnv(_Surface, VectorEnv):
         self._rngs: list[np.random.Generator] = []
         self._needs_reset = np.ones(num_envs, dtype=bool)
         self._all = np.arange(num_envs)
+        self._render_tally = RenderTally(num_envs)
 
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
@@ -365,6 +393,7 @@ class RLHFVectorEnv(_Surface, VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
         index = _prompt_index(options, self.num_envs)
         info = self._engine.reset_rows(list(self._all), self._rngs, index)
+        self._render_tally.reset(self._all)
         self._needs_reset[:] = False
         return self._engine.observation(), info.vector()
 
@@ -382,12 +411,48 @@ class RLHFVectorEnv(_Surface, VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=bool)
         if resetting.size:
             info.merge(ep.reset_rows(list(resetting), [self._rngs[i] for i in resetting]))
+            self._render_tally.reset(resetting)
         if going.size:
             rewards, terminated, step_info = ep.step_rows(going, actions, logp)
             info.merge(step_info)
+            self._render_tally.step(going, rewards, step_info.vector())
         self._needs_reset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return ep.observation(), rewards, terminated, truncated, info.vector()
+
+    def render(self) -> tuple[str | np.ndarray, ...] | None:
+        """One frame per sub-environment, as :meth:`RLHFEnv.render` draws it; ``None`` with no
+        render mode."""
+        if self.render_mode is None:
+            return None
+        return tuple(_render_row(self, i) for i in range(self.num_envs))
+
+
+def _render_row(env: RLHFEnv | RLHFVectorEnv, row: int) -> str | np.ndarray | None:
+    """Row ``row`` of ``env`` in ``env.render_mode``; reads the episode, changes nothing."""
+    ep, mode = env._engine, env.render_mode
+    if mode is None:
+        return None
+    started = ep.length[row] > 0
+    prompt = ep.prompts[ep.prompt_of[row]].text if started else ""
+    response = ep.response_text(row) if started else ""
+    if mode == "ansi":
+        return ansi_text(prompt, response)
+    title = env.spec.id if env.spec is not None else type(env).__name__
+    if ep.B > 1:
+        title = f"{title} [{row}]"
+    if not started:
+        return blank_frame(title)
+    tally = env._render_tally
+    header = header_text(
+        title,
+        int(ep.length[row] - ep.prompt_len[row]),
+        ep.max_new,
+        float(tally.last_reward[row]),
+        float(tally.total[row]),
+        float(tally.score[row]),
+    )
+    return draw_frame(header, prompt, response, ended=not ep.live[row])
 
 
 # ---------------------------------------------------------------------- construction helpers

@@ -31,6 +31,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rlhf_gym.envs.render import RENDER_MODES
+
 VOCAB: tuple[str, ...] = ("<eos>", "good", "bad", "meh")
 EOS, GOOD, BAD, MEH = range(4)
 PROMPTS: tuple[str, ...] = ("meh", "bad")
@@ -163,20 +165,26 @@ def _toy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     if clash:
         raise ValueError(
             f"RLHFToy-v0 fixes {clash}; it accepts kl_coef, kl_estimator, "
-            "reward_form, kl_target, kl_horizon and policy"
+            "reward_form, kl_target, kl_horizon, policy and render_mode"
         )
     return {"kl_coef": 0.1, **kwargs, **fixed}
 
 
 def make_toy_env(render_mode: str | None = None, **kwargs: Any) -> gym.Env:
-    """Entry point of ``RLHFToy-v0`` (``kl_coef`` defaults to 0.1)."""
+    """Entry point of ``RLHFToy-v0`` (``kl_coef`` defaults to 0.1; ``render_mode`` ``None``,
+    ``"ansi"`` or ``"rgb_array"``, drawn as :class:`~rlhf_gym.envs.rlhf_env.RLHFEnv` draws)."""
     from rlhf_gym.envs.rlhf_env import RLHFEnv
 
     return RLHFEnv(render_mode=render_mode, **_toy_kwargs(kwargs))
 
 
+# gym.make reads an entry point's metadata to offer "rgb_array_list" (RenderCollection) and
+# "human" (HumanRendering) on top of "rgb_array"; a function has none unless it is given one.
+make_toy_env.metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}  # type: ignore
+
+
 def make_toy_vector_env(num_envs: int = 1, **kwargs: Any) -> gym.vector.VectorEnv:
-    """Vector entry point of ``RLHFToy-v0``."""
+    """Vector entry point of ``RLHFToy-v0`` (``render()`` gives one frame per row)."""
     from rlhf_gym.envs.rlhf_env import RLHFVectorEnv
 
     return RLHFVectorEnv(num_envs=num_envs, **_toy_kwargs(kwargs))
