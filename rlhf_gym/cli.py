@@ -117,7 +117,14 @@ def _train(args: argparse.Namespace) -> int:
 
     run = from_args(RunOptions, args)
     cfg = from_args(config_class(args.agent), args)
-    train(args.agent, cfg, logdir=run.logdir, resume=run.resume, eval_episodes=run.eval_episodes)
+    train(
+        args.agent,
+        cfg,
+        logdir=run.logdir,
+        resume=run.resume,
+        eval_episodes=run.eval_episodes,
+        allow_pickle=run.allow_pickle,
+    )
     return 0
 
 

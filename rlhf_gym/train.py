@@ -16,7 +16,8 @@ names to agent classes):
   after each; ``agent.update_idx``, ``agent.episodes_seen``, ``agent.agent_name``;
 * ``agent.policy`` (a Hugging Face causal LM), ``agent.env`` (the unwrapped environment: its
   tokenizer is saved with the policy), ``agent.state_dict()`` / ``agent.load_state_dict()`` for
-  everything but the policy weights.
+  everything but the policy weights: tensors, numbers, strings, ``None`` and lists, tuples and
+  dicts of them (what :func:`rlhf_gym.agents.checkpoint.flatten` stores without pickle).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class RunOptions:
 
     logdir: str = _f("runs", "TensorBoard runs and checkpoints go here")
     resume: str | None = _f(None, "checkpoint, checkpoints/ or run directory to continue")
+    allow_pickle: bool = _f(
+        False,
+        "resume from an old checkpoint whose trainer state is a pickle (trainer_state.pt): "
+        "unpickling runs any code in the file, so only for checkpoints you trust",
+    )
     eval_episodes: int = _f(128, "held-out episodes for the before/after summary")
 
 
@@ -50,23 +56,25 @@ def train(
     logdir: str | Path = RunOptions.logdir,
     resume: str | None = RunOptions.resume,
     eval_episodes: int = RunOptions.eval_episodes,
+    allow_pickle: bool = RunOptions.allow_pickle,
     quiet: bool = False,
     env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build, optionally resume, train, checkpoint and summarise one run. Returns the summary.
 
     ``env_kwargs`` are extra ``gym.make_vec`` arguments (paths of a reward model, prompts …).
+    ``allow_pickle`` lets ``resume`` unpickle an old ``trainer_state.pt`` (trusted files only).
     """
     agent_cls = agent_class(agent_name)
     out = (lambda *a: None) if quiet else print
     run_dir = Path(logdir) / f"{cfg.env_id}__{agent_name}__{cfg.seed}__{int(time.time())}"
     if resume is not None:
-        resumed_from = checkpoint.resolve(resume)
+        resumed_from = checkpoint.resolve(resume, allow_pickle=allow_pickle)
         run_dir = resumed_from.parent.parent  # keep writing into the same run
     writer = make_writer(run_dir)
     agent = agent_cls(cfg, writer=writer, env_kwargs=env_kwargs)
     if resume is not None:
-        checkpoint.load(resumed_from, agent)
+        checkpoint.load(resumed_from, agent, allow_pickle=allow_pickle)
         out(f"resumed from {resumed_from} at update {agent.update_idx}")
     out(f"run directory: {run_dir}")
     before = held_out(cfg, None, eval_episodes, env_kwargs) if agent.update_idx == 0 else None

@@ -168,8 +168,8 @@ def test_bad_checkpoint_paths(tmp_path):
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         checkpoint.load(tmp_path / "empty", agent)
     good = checkpoint.save(tmp_path / "run", agent)
-    (good / "trainer_state.pt").unlink()
-    with pytest.raises(ValueError, match="partial, trainer_state.pt is missing"):
+    (good / "trainer_state.safetensors").unlink()
+    with pytest.raises(ValueError, match="partial, trainer_state.safetensors is missing"):
         checkpoint.load(good, agent)
 
 

@@ -315,7 +315,7 @@ def test_cli_trains_qlearning_with_its_own_options(tmp_path, capsys):
     assert "checkpoint:" in capsys.readouterr().out
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("RLHFToy-v0__qlearning__0__")
-    state = torch.load(checkpoint.resolve(run) / "trainer_state.pt", weights_only=False)
+    state = checkpoint.load_state(checkpoint.resolve(run))
     assert state["config"]["lam"] == 0.5 and len(state["buffer"]) == 16
     with pytest.raises(SystemExit):  # a PPO option is not a soft-Q option
         main(["train", "--agent", "qlearning", "--clip-range", "0.1"])
