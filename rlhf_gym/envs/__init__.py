@@ -8,7 +8,13 @@ protocol. The engine that runs the episodes (``_engine``) is private.
 
 from rlhf_gym.envs.lm import DATA_DIR, IncrementalLM, ReferenceRows
 from rlhf_gym.envs.policy import ActingPolicy, LMPolicy, PrecomputedLogits, ReferencePolicy
-from rlhf_gym.envs.rewards import FunctionReward, HFRewardModel, RewardModel, WeightedReward
+from rlhf_gym.envs.rewards import (
+    FunctionReward,
+    HFRewardModel,
+    RewardModel,
+    RewardModelError,
+    WeightedReward,
+)
 from rlhf_gym.envs.rlhf_env import RLHFEnv, RLHFVectorEnv
 
 __all__ = [
@@ -24,5 +30,6 @@ __all__ = [
     "ReferencePolicy",
     "ReferenceRows",
     "RewardModel",
+    "RewardModelError",
     "WeightedReward",
 ]

@@ -12,6 +12,8 @@ policy, reward model) is made once per step for all rows; a single environment i
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import torch
 from rlhf_gym.envs.kl import KL_ESTIMATORS, AdaptiveKLController, estimate_kl
 from rlhf_gym.envs.lm import ReferenceRows
 from rlhf_gym.envs.policy import ActingPolicy
-from rlhf_gym.envs.rewards import RewardModel
+from rlhf_gym.envs.rewards import FunctionReward, RewardModel, callable_name, score_responses
 
 REWARD_FORMS: tuple[str, ...] = ("kl", "ref_logprob")
 
@@ -38,9 +40,18 @@ class Prompt:
 
 
 def check_kl_coef(value: Any) -> float:
-    """``value`` as a float if it is a number ``>= 0``; else a ``ValueError`` naming it."""
-    if not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"kl_coef must be a number >= 0, got {value!r}")
+    """``value`` as a float if it is a finite number ``>= 0``; else a ``ValueError`` naming it.
+
+    A NumPy number is fine; a bool is not a coefficient, and ``inf`` would turn a KL of 0 into
+    a NaN reward.
+    """
+    if not (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        raise ValueError(f"kl_coef must be a number >= 0 (finite, not a bool), got {value!r}")
     return float(value)
 
 
@@ -228,6 +239,18 @@ class Engine:
                 f"the attached policy's action_logits returned shape {tuple(logits.shape)}; "
                 f"expected (num_envs, vocab) = ({self.B}, {self.V})"
             )
+        # -inf is a probability of 0 (top-k masks, np.log(0)); NaN and +inf are no logits,
+        # and a row of -inf only is no distribution: they would make the KL NaN.
+        bad = torch.isnan(logits) | (logits == float("inf"))
+        bad_rows = (bad.any(dim=1) | (logits == float("-inf")).all(dim=1)).nonzero()
+        if bad_rows.numel():
+            r = int(bad_rows[0, 0])
+            what = "NaN or +inf" if bool(bad[r].any()) else "only -inf (no token possible)"
+            raise ValueError(
+                f"the attached policy ({type(self.policy).__name__}) returned {what} logits for "
+                f"row {r}: action_logits must be the (finite, or -inf) logits the action was "
+                "sampled from"
+            )
         return logits.log_softmax(dim=-1)
 
     def step_rows(
@@ -244,9 +267,15 @@ class Engine:
         ref_lp_a = ref_logp.gather(1, acts[:, None])[:, 0]  # (n,)
         if policy_logp is None:
             kl = torch.zeros_like(ref_lp_a)  # π taken to be π_ref (documented, warned once)
-        else:
-            kl = estimate_kl(self.scoring.kl_estimator, policy_logp[rows_t], ref_logp, acts)
+        else:  # in float64: k3's exp(log π_ref − log π) overflows float32 from a ratio of e^88
+            kl = estimate_kl(
+                self.scoring.kl_estimator,
+                policy_logp[rows_t].double(),
+                ref_logp.double(),
+                acts,
+            )
         kl_np, ref_lp_np = kl.double().cpu().numpy(), ref_lp_a.double().cpu().numpy()
+        self._check_finite(rows, actions, kl_np, ref_lp_np, policy_logp)
         coef = self.scoring.coef
 
         pos = self.length[rows]
@@ -273,6 +302,14 @@ class Engine:
         if done_rows.size:
             self._finish(done_rows, rewards, info)
             terminated[done_rows] = True
+        overflow = np.flatnonzero(~np.isfinite(rewards[rows]))
+        if overflow.size:  # β·KL or β·log π_ref beyond float64 (a β near 1e308)
+            j = int(overflow[0])
+            raise ValueError(
+                f"the reward of row {int(rows[j])} overflowed to {rewards[rows[j]]} "
+                f"(kl_coef={coef}, kl={kl_np[j]}, ref_logprob={ref_lp_np[j]}); use a smaller "
+                "kl_coef"
+            )
         going = np.zeros(self.B, dtype=bool)
         going[rows[~finished]] = True
         if going.any():
@@ -285,11 +322,10 @@ class Engine:
         """Score the finished rows (one batched reward-model call) and update the KL control."""
         prompts = [self.prompts[self.prompt_of[r]].text for r in rows]
         responses = [self.response_text(r) for r in rows]
-        scores = np.asarray(self.scoring.reward_model.score(prompts, responses), dtype=np.float64)
-        if scores.shape != (len(rows),):
-            raise ValueError(
-                f"the reward model returned shape {scores.shape} for {len(rows)} responses"
-            )
+        # The one place scores enter: one finite number per response, else a RewardModelError
+        # naming the model, the value and the prompt (never a NaN in info, rewards or stats).
+        assert self.scoring.reward_model is not None
+        scores = score_responses(self.scoring.reward_model, prompts, responses)
         rewards[rows] += scores
         info.put("score", rows, scores)
         info.put("response_text", rows, responses)
@@ -297,11 +333,50 @@ class Engine:
         info.put("kl_sum", rows, self.kl_sum[rows])
         info.put("response_length", rows, self.length[rows] - self.prompt_len[rows])
         if self.scoring.gold is not None:
-            gold = [float(self.scoring.gold(p, r)) for p, r in zip(prompts, responses, strict=True)]
-            info.put("gold_score", rows, np.array(gold))
+            gold_fn = self.scoring.gold
+            gold = score_responses(
+                FunctionReward(gold_fn, role="gold labeler"),
+                prompts,
+                responses,
+                name=callable_name(gold_fn),
+                role="gold labeler",
+            )
+            info.put("gold_score", rows, gold)
         if self.scoring.kl_controller is not None:
             for r in rows:
                 self.scoring.kl_controller.update(float(self.kl_sum[r]))
+
+    def _check_finite(
+        self,
+        rows: np.ndarray,
+        actions: np.ndarray,
+        kl: np.ndarray,
+        ref_lp: np.ndarray,
+        policy_logp: torch.Tensor | None,
+    ) -> None:
+        """A clear error instead of an infinite or NaN KL / ``ref_logprob`` reaching a reward.
+
+        Only a broken contract gets here: the action has probability 0 (or below e^-700)
+        under the logits the policy handed over, so it was not sampled from them, or the
+        reference gives it probability 0.
+        """
+        bad = ~(np.isfinite(kl) & np.isfinite(ref_lp))
+        if not bad.any():
+            return
+        j = int(np.flatnonzero(bad)[0])
+        r, a = int(rows[j]), int(actions[rows[j]])
+        if not np.isfinite(ref_lp[j]):
+            raise ValueError(
+                f"the reference gives token {a} (row {r}) probability 0 (log π_ref = {ref_lp[j]}): "
+                "its reward and KL would be infinite"
+            )
+        lp = float(policy_logp[r, a]) if policy_logp is not None else float("nan")
+        raise ValueError(
+            f"the {self.scoring.kl_estimator} KL estimate of row {r} is {kl[j]}: the attached "
+            f"policy ({type(self.policy).__name__}) gives token {a} log π = {lp:.4g} against "
+            f"log π_ref = {ref_lp[j]:.4g}; action_logits must be the logits the action was "
+            "sampled from (with the same temperature)"
+        )
 
     def response_text(self, row: int) -> str:
         """The decoded response of ``row`` so far (a final EOS left out)."""

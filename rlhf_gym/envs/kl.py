@@ -14,6 +14,8 @@ of shape ``(B,)`` and returns ``(B,)`` float tensors.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -76,15 +78,22 @@ class AdaptiveKLController:
     horizon: int
 
     def __post_init__(self) -> None:
-        if self.target <= 0:
+        # `not x > 0` (not `x <= 0`) so that NaN is refused too: it would make β NaN.
+        if not (_is_number(self.target) and math.isfinite(self.target) and self.target > 0):
             raise ValueError(f"kl_target must be > 0 nats per sequence, got {self.target}")
-        if self.horizon <= 0:
+        if not (_is_number(self.horizon) and math.isfinite(self.horizon) and self.horizon > 0):
             raise ValueError(
                 f"kl_horizon must be a positive number of episodes, got {self.horizon}"
             )
 
     def update(self, sequence_kl: float, n_episodes: int = 1) -> float:
         """Move β towards the target after ``n_episodes`` episodes; return the new β."""
+        if not math.isfinite(sequence_kl):
+            raise ValueError(f"the adaptive KL controller got a sequence KL of {sequence_kl}")
         error = min(max(sequence_kl / self.target - 1.0, -0.2), 0.2)
         self.value = self.value * (1.0 + error * n_episodes / self.horizon)
         return self.value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

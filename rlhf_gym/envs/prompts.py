@@ -49,6 +49,14 @@ def load_prompts(source: str | Path | Sequence[str]) -> list[str]:
         )
     if not prompts:
         raise ValueError(f"no prompts in {where}")
+    for n, prompt in enumerate(prompts):
+        try:  # a lone surrogate ("\ud800") is a str but no text: tokenizers fail obscurely
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"prompt {n} in {where} is not valid Unicode text: {e.reason} at character "
+                f"{e.start} ({prompt[e.start : e.end]!r}) of {prompt[:80]!r}"
+            ) from e
     return prompts
 
 
