@@ -101,7 +101,8 @@ class _Surface:
         """The reference's next-token logits at every row's current state, ``(B, V)`` float32.
 
         Kept up to date by ``reset`` and ``step`` (the KL term needs them), so reading them is
-        free; treat them as read-only.
+        free; treat them as read-only. A vector row whose episode has just ended keeps the
+        logits of its last state until the next step resets it (next-step autoreset).
         """
         logits = self._engine.reference.logits
         if logits is None:
