@@ -5,6 +5,11 @@ agent's config and :class:`~rlhf_gym.train.RunOptions`, :class:`~rlhf_gym.evalua
 :class:`~rlhf_gym.compare.CompareConfig`): a field with help text becomes ``--field-name``
 (``env_id`` becomes ``--env``), so each default and its help are written once. Imports are
 lazy: only the chosen command's module is imported, so ``rlhf-gym --help`` loads no torch.
+
+Errors: a user error (a bad option value, a missing or corrupt file, a full disk …) is one line,
+``rlhf-gym COMMAND: error: MESSAGE``, and exit status 2; anything else is a bug and keeps its
+traceback. ``rlhf-gym --debug COMMAND …`` or ``RLHF_GYM_DEBUG=1`` show the traceback of a user
+error too (for bug reports).
 """
 
 from __future__ import annotations
@@ -12,9 +17,61 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for (an option value, a file): ``main`` prints its
+    message on one line and exits with 2, without a traceback (unless ``--debug``)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+"""What ``main`` reports as a user error: ``ValueError`` (``UserError`` included) for bad
+values, ``OSError`` (``FileNotFoundError``, ``PermissionError``, a full disk …) for paths."""
+
+DEBUG_ENV = "RLHF_GYM_DEBUG"
+
+
+def check_output_path(path: str | Path, option: str, kind: str = "file") -> None:
+    """Raise a ``UserError`` naming ``option`` if ``path`` cannot be written as a ``kind``
+    (``"file"`` or ``"directory"``): it (or a parent) is a file where a directory is needed, it
+    is a directory where a file is needed, or its nearest existing parent is not writable. The
+    check is done before any work, so that a typo fails in a second rather than after training.
+    """
+    p = Path(path).expanduser()
+    if kind == "directory" and p.exists() and not p.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a file; expected a directory")
+    if kind == "file" and p.is_dir():
+        raise UserError(f"{option} {str(path)!r} is a directory; expected a file name")
+    parent = p if kind == "directory" else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory")
+    if p.exists() and kind == "file":
+        if not os.access(p, os.W_OK):
+            raise UserError(f"{option} {str(path)!r}: permission denied (cannot write the file)")
+    elif p.exists():
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {str(path)!r}: permission denied (cannot write in it)")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{option} {str(path)!r}: permission denied (cannot create it in {str(parent)!r})"
+        )
+
+
+def error_message(e: BaseException) -> str:
+    """The one-line message of a user error: an ``OSError`` as ``reason: 'path'`` (without
+    ``[Errno N]``), anything else as its text."""
+    if isinstance(e, OSError) and e.strerror:
+        paths = [repr(str(f)) for f in (e.filename, e.filename2) if f is not None]
+        return e.strerror + (": " + " -> ".join(paths) if paths else "")
+    return str(e).strip() or type(e).__name__
+
 
 # field type (as written in the dataclass) -> argparse type; tuples are parsed after argparse
 _TYPES: dict[str, Callable[[str], Any]] = {
@@ -162,6 +219,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_build_default(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    # `main` hands everything after "build-default" to build.main (its own parser and --help)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
 
 
@@ -249,14 +307,27 @@ COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
 """name → (help, add its options to a parser, run it)."""
 
 
+def _chosen(argv: list[str]) -> int | None:
+    """The index of the command in ``argv`` (the first argument that is not an option)."""
+    return next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` gets its options (and its imports)."""
     argv = sys.argv[1:] if argv is None else argv
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    index = _chosen(argv)
+    chosen = None if index is None else argv[index]
     parser = argparse.ArgumentParser(
         prog="rlhf-gym",
         description="RLHF as an ordinary Gymnasium problem: train, evaluate "
         "and compare agents on the RLHF environments.",
+        epilog="A user error (a bad option, a missing or corrupt file, a full disk) prints one "
+        "line and exits with 2; --debug or RLHF_GYM_DEBUG=1 show its traceback too.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of a user error too, for bug reports (also: {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add, run) in COMMANDS.items():
@@ -296,15 +367,32 @@ def _set_threads() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``rlhf-gym`` with ``argv`` (default: ``sys.argv[1:]``); the exit status.
 
-    User errors (``ValueError``, ``FileNotFoundError``) print one line on stderr and give 2.
+    User errors print one line on stderr, ``rlhf-gym COMMAND: error: MESSAGE``, and give 2:
+    ``ValueError`` (:class:`UserError` included: bad option values, corrupt files) and
+    ``OSError`` (``FileNotFoundError``, ``PermissionError``, a full disk …). Any other exception
+    is a bug and propagates with its traceback. ``--debug`` (``rlhf-gym --debug train …``) or
+    the environment variable ``RLHF_GYM_DEBUG=1`` print the full traceback of a user error too
+    (still exit status 2), for bug reports.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    index = _chosen(argv)
+    rest = None
+    if index is not None and argv[index] == "build-default":  # its options are build.py's own
+        argv, rest = argv[: index + 1], argv[index + 1 :]
     args = build_parser(argv).parse_args(argv)
+    if rest is not None:
+        args.rest = rest
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false")
     _set_threads()
     _quiet_libraries()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"rlhf-gym {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        print(f"rlhf-gym {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
 
 

@@ -428,7 +428,10 @@ def compare(cc: CompareConfig, log: Any = print) -> dict[str, Any]:
     """
     from transformers.utils import logging as hf_logging
 
+    from rlhf_gym.cli import check_output_path
+
     hf_logging.disable_progress_bar()  # dozens of model loads and saves: keep the log readable
+    check_output_path(cc.out, "--out", "directory")
     out = Path(cc.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []

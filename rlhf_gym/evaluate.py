@@ -41,6 +41,23 @@ class EvalConfig:
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     best_of: tuple[int, ...] = _f((1, 2, 4, 8, 16), "best-of-n baseline sizes ('' to skip)")
 
+    def __post_init__(self) -> None:
+        """Check the values before any model loads (``ValueError`` naming the option)."""
+        try:
+            gym.spec(self.env_id)
+        except gym.error.Error as e:
+            raise ValueError(
+                f"--env {self.env_id!r} is not a registered environment ({e})"
+            ) from None
+        for name in ("episodes", "num_envs"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}"
+                )
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}")
+
     def env_kwargs(self) -> dict[str, Any]:
         """``device`` and the prompts (default: the task's held-out set); the toy fixes both."""
         heldout = heldout_prompts(self.env_id)

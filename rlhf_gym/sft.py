@@ -189,6 +189,11 @@ class SFTConfig:
                     f"--out {self.out!r} exists and is not an earlier rlhf-gym sft output: "
                     "choose a new or empty directory"
                 )
+        from rlhf_gym.cli import check_output_path
+
+        check_output_path(out, "--out", "directory")
+        if self.logdir:
+            check_output_path(self.logdir, "--logdir", "directory")
 
 
 def _flag(name: str) -> str:

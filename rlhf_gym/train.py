@@ -65,7 +65,10 @@ def train(
     ``env_kwargs`` are extra ``gym.make_vec`` arguments (paths of a reward model, prompts …).
     ``allow_pickle`` lets ``resume`` unpickle an old ``trainer_state.pt`` (trusted files only).
     """
+    from rlhf_gym.cli import check_output_path
+
     agent_cls = agent_class(agent_name)
+    check_output_path(logdir, "--logdir", "directory")
     out = (lambda *a: None) if quiet else print
     run_dir = Path(logdir) / f"{cfg.env_id}__{agent_name}__{cfg.seed}__{int(time.time())}"
     if resume is not None:

@@ -82,6 +82,8 @@ class AgentConfig:
         except gym.error.Error as e:
             raise ValueError(f"env_id {self.env_id!r} is not registered ({e})") from None
         positive_ints(self, "total_episodes", "num_envs")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.max_new_tokens is not None:
             positive_ints(self, "max_new_tokens")
         if self.reward_model is not None and not takes_model(self.env_id):

@@ -85,6 +85,9 @@ def check_common(cfg: Any) -> None:
         raise ValueError(f"--out {cfg.out} is a directory; give a file name")
     if not out.parent.exists():
         raise FileNotFoundError(f"--out {cfg.out}: the directory {out.parent} does not exist")
+    from rlhf_gym.cli import check_output_path
+
+    check_output_path(out, "--out", "file")
 
 
 def gold_function(name: str) -> Callable[[str, str], float] | None:
@@ -155,19 +158,12 @@ def revise(cfg: ReviseConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     out = Path(cfg.out).expanduser()
     golds: list[tuple[float, float]] = []
-    with out.open("w", encoding="utf-8") as f:
-        for p, first, steps, final in zip(prompts, initial, rounds, current, strict=True):
-            record: dict[str, Any] = {
-                "prompt": p,
-                "initial": first,
-                "rounds": steps,
-                "revision": final,
-            }
-            if gold is not None:
-                record["gold_initial"] = round(gold(p, first), 6)
-                record["gold_revision"] = round(gold(p, final), 6)
-                golds.append((record["gold_initial"], record["gold_revision"]))
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    try:
+        _write_revisions(out, prompts, initial, rounds, current, gold, golds)
+    except OSError as e:  # a full disk names no file: name --out
+        from rlhf_gym.feedback.records import with_filename
+
+        raise with_filename(e, out) from e
     summary: dict[str, Any] = {
         "prompts": len(prompts),
         "rounds": cfg.rounds,
@@ -184,6 +180,31 @@ def revise(cfg: ReviseConfig, log: Callable[[str], None] = print) -> dict[str, A
         summary["improved_fraction"] = _mean([float(after > before) for before, after in golds])
     log(_report(summary, cfg.gold))
     return summary
+
+
+def _write_revisions(
+    out: Path,
+    prompts: list[str],
+    initial: list[str],
+    rounds: list[list[dict[str, str]]],
+    current: list[str],
+    gold: Callable[[str, str], float] | None,
+    golds: list[tuple[float, float]],
+) -> None:
+    """Write one JSONL record per prompt to ``out``; the gold scores go to ``golds``."""
+    with out.open("w", encoding="utf-8") as f:
+        for p, first, steps, final in zip(prompts, initial, rounds, current, strict=True):
+            record: dict[str, Any] = {
+                "prompt": p,
+                "initial": first,
+                "rounds": steps,
+                "revision": final,
+            }
+            if gold is not None:
+                record["gold_initial"] = round(gold(p, first), 6)
+                record["gold_revision"] = round(gold(p, final), 6)
+                golds.append((record["gold_initial"], record["gold_revision"]))
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _mean(values: list[float]) -> float:

@@ -1084,7 +1084,21 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_THREADS,
         help=f"torch threads; changing it may change the bytes (default: {DEFAULT_THREADS})",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # checked here, before build() clears anything in --out
+    if args.threads < 1:
+        parser.error(f"argument --threads: must be at least 1, got {args.threads}")
+    if args.seed < 0:
+        parser.error(f"argument --seed: must be an integer >= 0, got {args.seed}")
+    out = args.out.expanduser()
+    if out.exists() and not out.is_dir():
+        parser.error(f"argument --out: {str(args.out)!r} is a file; expected a directory")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        parser.error(f"argument --out: {str(parent)!r} is a file, not a directory")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,20 +101,43 @@ def resolve_model_path(name_or_path: str, what: str, builtins: dict[str, Path]) 
 
 def from_pretrained(loader: Any, path: str, what: str, builtins: dict[str, Path], **kw: Any) -> Any:
     """Call ``loader.from_pretrained`` and turn its failure into an error that names ``what``."""
+    from safetensors import SafetensorError
+
     try:
         return loader.from_pretrained(path, **kw)
-    except (OSError, ValueError) as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    except (OSError, ValueError, SafetensorError) as e:
+        lines = str(e).strip().splitlines()
+        reason = f"{type(e).__name__}: {lines[0] if lines else ''}"
         if os.path.isdir(path):
             raise ValueError(
                 f"{what}={path!r} could not be loaded: the directory is not a Hugging Face "
-                f"model of that kind ({reason})"
+                f"model of that kind, or one of its files is corrupt or truncated ({reason})"
             ) from e
         named = f"a built-in name ({', '.join(builtins)}), " if builtins else ""
+        if _hub_offline():
+            hint = (
+                "HF_HUB_OFFLINE is set, so the hub is not reached: the model must be "
+                "downloaded first or given as a local path (`hf download NAME` where there is "
+                "a network)"
+            )
+        else:
+            hint = (
+                "check the name and the network, or download the model first and give its "
+                "local path"
+            )
         raise ValueError(
             f"{what}={path!r} could not be loaded: it is not {named}an existing local "
-            f"directory, and loading it as a Hugging Face hub name failed ({reason})"
+            f"directory, and loading it as a Hugging Face hub name failed ({reason}); {hint}"
         ) from e
+
+
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE``, read now rather than when the hub library was imported)."""
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Any:

@@ -70,6 +70,10 @@ class TrainCommand:
                     f"--out {self.out!r} exists and is not an earlier reward model: "
                     "choose a new or empty directory"
                 )
+        from rlhf_gym.cli import check_output_path
+
+        check_output_path(self.out, "--out", "directory")
+        check_output_path(self.logdir, "--logdir", "directory")
 
 
 @dataclass
@@ -135,10 +139,12 @@ def _err(message: str) -> None:
 # ------------------------------------------------------------------------------ simulate
 def simulate_command(cfg: SimulateConfig) -> dict[str, Any]:
     """``rlhf-gym reward simulate``."""
+    from rlhf_gym.cli import check_output_path
     from rlhf_gym.feedback.simulate import simulate
 
     if not (isinstance(cfg.pairs, int) and cfg.pairs >= 1):
         raise ValueError(f"--pairs must be a positive integer, got {cfg.pairs!r}")
+    check_output_path(cfg.out, "--out", "file")
     return simulate(cfg)
 
 
@@ -252,6 +258,11 @@ def eval_command(cmd: EvalCommand) -> dict[str, Any]:
         raise ValueError("--data is required: the preference JSONL to evaluate on")
     if cmd.task is not None and cmd.task not in TASK_ENVS:
         raise ValueError(f"--task must be one of {', '.join(TASK_ENVS)}; got {cmd.task!r}")
+    samples = cmd.gold_samples
+    if not (isinstance(samples, int) and (samples == 0 or samples >= 2)):
+        raise ValueError(
+            f"--gold-samples must be 0 (no gold correlation) or at least 2, got {samples!r}"
+        )
     data = read_preferences(cmd.data, cmd.format)
     _err(data.report.summary())
     rm = HFRewardModel.load(cmd.reward_model, resolve_device(cmd.device))

@@ -385,8 +385,19 @@ def write_preferences(records: Iterable[Preference], path: str | Path) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with path.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
-            n += 1
+    try:
+        with path.open("w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+                n += 1
+    except OSError as e:  # a full disk says nothing of the file: name it
+        raise with_filename(e, path) from e
     return n
+
+
+def with_filename(e: OSError, path: str | Path) -> OSError:
+    """``e`` with ``path`` as its file name if it has none (``ENOSPC`` on a write names no
+    file), so that the message says which file could not be written."""
+    if e.filename is not None or not e.errno:
+        return e
+    return type(e)(e.errno, e.strerror, str(path))

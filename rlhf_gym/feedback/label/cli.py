@@ -85,12 +85,13 @@ def add_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export (``--export``) or serve; the exit status."""
-    from rlhf_gym.cli import from_args
+    from rlhf_gym.cli import check_output_path, from_args
 
     cfg: LabelConfig = from_args(LabelConfig, args)
     if cfg.export is not None:
         if not Path(cfg.db).is_file():
             raise FileNotFoundError(f"--db {cfg.db!r} does not exist: nothing to export")
+        check_output_path(cfg.export, "--export", "file")
         store = LabelStore(cfg.db)
         try:
             print(export(store, cfg.export, cfg.ties).summary())
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             f"--host {cfg.host!r} is not a loopback address: anyone who can reach it could read "
             "the pairs and post judgments; add --allow-remote to serve it anyway"
         )
+    check_output_path(cfg.db, "--db", "file")
     store = open_store(cfg)
     try:
         serve(store, cfg.host, cfg.port)
