@@ -264,7 +264,7 @@ def test_a_missing_marker_or_file_is_a_clear_error(saved):
 # A fork server: imports the package once, then forks one `rlhf-gym train` per request, so
 # that each of the many killed runs does not pay Python's and torch's start-up (seconds).
 SERVER = r"""
-import json, os, signal, sys, traceback
+import json, os, signal, sys, time, traceback
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 import torch
 import transformers.models.gpt2.modeling_gpt2
@@ -279,6 +279,13 @@ for line in sys.stdin:
         continue
     pid = os.fork()
     if pid == 0:
+        # every fsync waits 20 ms: the same writes in the same order, in a window wide enough
+        # that kills land inside checkpoint writes even on a loaded machine
+        _fsync = os.fsync
+        def slow_fsync(fd, _fsync=_fsync):
+            time.sleep(0.02)
+            _fsync(fd)
+        os.fsync = slow_fsync
         fd = os.open(cmd["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
