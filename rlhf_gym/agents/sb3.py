@@ -270,7 +270,8 @@ class SB3ActingPolicy:
       :class:`LMActorCriticPolicy` the hidden states of the forward pass that chose the action
       are reused (one small head matmul, no second LM pass); otherwise the policy runs.
     * DQN: the ε-greedy behaviour distribution itself, ``ε/V + (1 − ε)·[a = argmax Q]``, with
-      ε the model's current ``exploration_rate``.
+      ε the model's current ``exploration_rate``, and ε = 1 (uniform) before
+      ``learning_starts``, where SB3 samples every action at random.
     """
 
     def __init__(self, model: BaseAlgorithm) -> None:
@@ -288,6 +289,8 @@ class SB3ActingPolicy:
         if hasattr(policy, "q_net"):
             q = policy.q_net(obs)  # (B, V)
             eps = float(self.model.exploration_rate)
+            if self.model.num_timesteps < getattr(self.model, "learning_starts", 0):
+                eps = 1.0  # SB3's warm-up: actions drawn uniformly, whatever ε says
             probs = torch.full_like(q, eps / q.shape[-1])
             probs.scatter_add_(1, q.argmax(-1, keepdim=True), torch.full_like(q[:, :1], 1 - eps))
             return probs.log()
