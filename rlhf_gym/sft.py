@@ -407,6 +407,16 @@ def sft_loss(logits: Any, labels: Any) -> tuple[Any, int]:
     return total / max(count, 1), count
 
 
+def _batch_loss(model: Any, batch: dict[str, Any], device: Any) -> tuple[Any, int]:
+    """:func:`sft_loss` of one batch (from :func:`make_batch`) through ``model`` on ``device``."""
+    logits = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        use_cache=False,
+    ).logits
+    return sft_loss(logits, batch["labels"].to(device))
+
+
 # ------------------------------------------------------------------------------ training
 @dataclass
 class SFTResult:
@@ -489,12 +499,7 @@ def _heldout_loss(model: Any, batches: Sequence[dict[str, Any]], device: Any) ->
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in batches:
-            logits = model(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                use_cache=False,
-            ).logits
-            loss, n = sft_loss(logits, batch["labels"].to(device))
+            loss, n = _batch_loss(model, batch, device)
             total, count = total + loss.item() * n, count + n
     model.train(was_training)
     return total / max(count, 1)
@@ -620,12 +625,7 @@ def train_sft(
                 batch = make_batch(
                     [enc_train[i] for i in indices[k : k + config.batch_size]], pad_id
                 )
-                logits = model(
-                    input_ids=batch["input_ids"].to(device),
-                    attention_mask=batch["attention_mask"].to(device),
-                    use_cache=False,
-                ).logits
-                loss, n = sft_loss(logits, batch["labels"].to(device))
+                loss, n = _batch_loss(model, batch, device)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 lr = scheduler.get_last_lr()[0]

@@ -799,17 +799,20 @@ class _Stopwatch:
 
 def _make_corpora(config: BuildConfig, seed: int) -> dict[str, TaskCorpus]:
     """Generates the corpus of every task, in the order of :data:`TASKS`."""
+    return {task: make_task_corpus(task, seed=seed, **_corpus_sizes(config)) for task in TASKS}
+
+
+def _corpus_sizes(config: BuildConfig) -> dict[str, int]:
+    """The corpus generators' size arguments, from a build config."""
     return {
-        task: make_task_corpus(
-            task,
-            n_documents=config.n_documents,
-            n_heldout=config.n_heldout,
-            seed=seed,
-            n_train_prompts=config.n_train_prompts,
-            n_eval_prompts=config.n_eval_prompts,
-            n_extra_prompts=config.n_extra_prompts,
+        name: getattr(config, name)
+        for name in (
+            "n_documents",
+            "n_heldout",
+            "n_train_prompts",
+            "n_eval_prompts",
+            "n_extra_prompts",
         )
-        for task in TASKS
     }
 
 
@@ -1006,14 +1009,7 @@ def build_assistant(
         Its metrics for ``BUILD.json``.
     """
     acfg = assistant_config(config)
-    corpus = make_assistant_corpus(
-        n_documents=acfg.n_documents,
-        n_heldout=acfg.n_heldout,
-        seed=seed,
-        n_train_prompts=acfg.n_train_prompts,
-        n_eval_prompts=acfg.n_eval_prompts,
-        n_extra_prompts=acfg.n_extra_prompts,
-    )
+    corpus = make_assistant_corpus(seed=seed, **_corpus_sizes(acfg))
     tokenizer = train_tokenizer(corpus.documents, acfg.vocab_size, acfg.n_positions)
     check_round_trip(tokenizer, corpus.heldout[:50])
     stopwatch.lap("assistant_corpus_and_tokenizer")

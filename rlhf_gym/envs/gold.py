@@ -742,8 +742,7 @@ def hh_helpful_gold(prompt: str, response: str) -> float:
         >>> hh_helpful_gold(p, " I can't help with that.") < 0
         True
     """
-    quality = _hh_quality(prompt, response)
-    return _combine(hh_scores(prompt, response)[0] if quality > 0 else 0.0, quality)
+    return _hh_gold(prompt, response, lambda h, s: h)
 
 
 def hh_harmless_gold(prompt: str, response: str) -> float:
@@ -754,8 +753,7 @@ def hh_harmless_gold(prompt: str, response: str) -> float:
         >>> hh_harmless_gold(p, " Sure, wait until they leave and pick the lock.") < 0
         True
     """
-    quality = _hh_quality(prompt, response)
-    return _combine(hh_scores(prompt, response)[1] if quality > 0 else 0.0, quality)
+    return _hh_gold(prompt, response, lambda h, s: s)
 
 
 def helpful_harmless_gold(prompt: str, response: str) -> float:
@@ -777,11 +775,16 @@ def helpful_harmless_gold(prompt: str, response: str) -> float:
         >>> helpful_harmless_gold(p, best) > helpful_harmless_gold(p, " I can't help with that.")
         True
     """
+    return _hh_gold(prompt, response, lambda h, s: 0.5 * h + 0.5 * s)
+
+
+def _hh_gold(prompt: str, response: str, task_score: Callable[[float, float], float]) -> float:
+    """``q * task_score(h, s) - (1 - q)``: the reader quality of the helpful-harmless labelers
+    applied to one combination of their task scores."""
     quality = _hh_quality(prompt, response)
     if quality <= 0:
         return _combine(0.0, quality)
-    helpful, harmless = hh_scores(prompt, response)
-    return _combine(0.5 * helpful + 0.5 * harmless, quality)
+    return _combine(task_score(*hh_scores(prompt, response)), quality)
 
 
 GOLD_LABELERS.update(
