@@ -288,8 +288,10 @@ def main() -> None:
 
 
 def _rm_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    heldout = summary.get("training", {}).get("heldout", {}) if isinstance(summary, dict) else {}
-    return {"heldout": heldout}
+    """The reward model's training result: pairs, steps, held-out metrics on its own labels."""
+    result = summary["result"]
+    keep = ("train_pairs", "heldout_pairs", "steps", "best_step", "heldout", "train_accuracy")
+    return {k: result[k] for k in keep}
 
 
 def _table(r: dict[str, Any]) -> str:
