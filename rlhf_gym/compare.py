@@ -343,13 +343,15 @@ def write_runs(results: list[RunResult], out: Path) -> None:
 
 # ---------------------------------------------------------------------- the figure
 def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path: Path) -> None:
-    """(a) score against env steps, mean ± std over seeds; (b) final score against KL."""
-    import matplotlib
+    """(a) score against env steps, mean ± std over seeds; (b) final score against KL.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot): the caller's backend, e.g. a
+    notebook's inline one, is left as it was, and no display is needed.
+    """
+    from matplotlib.figure import Figure
 
-    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    ax_a, ax_b = fig.subplots(1, 2)
     agents = list(dict.fromkeys(r.agent for r in results))
     for k, agent in enumerate(agents):
         mine = [r for r in results if r.agent == agent]
@@ -372,7 +374,6 @@ def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _plot_agent(ax_a: Any, ax_b: Any, agent: str, mine: list[RunResult], color: str) -> None:
