@@ -288,10 +288,13 @@ def table_rows(results: list[RunResult], bon: list[dict[str, float]]) -> list[di
 
 
 def _mean_std(values: Any) -> tuple[float, float]:
+    """Mean and std over the seeds' values; the std is NaN (the table then shows the mean
+    alone) when fewer than two values are known: one seed has no spread to report."""
     vals = np.asarray(values, dtype=float)
-    if np.isnan(vals).all():
+    known = vals[~np.isnan(vals)]
+    if known.size == 0:
         return math.nan, math.nan
-    return float(np.nanmean(vals)), float(np.nanstd(vals))
+    return float(known.mean()), float(known.std()) if known.size >= 2 else math.nan
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
