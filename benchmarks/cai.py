@@ -63,31 +63,24 @@ def quiet(_: str) -> None:
 
 def outcome(policy: str | None, episodes: int, seed: int) -> dict[str, float]:
     """Helpful, harmless and combined gold and exact KL (against the assistant) of ``policy``
-    (``None``: the assistant itself) on the held-out prompts, one sample per episode."""
-    import gymnasium as gym
+    (``None``: the assistant itself) on the held-out prompts, one sample per episode
+    (:func:`rlhf_gym.evaluate.evaluate`, keeping every episode's text)."""
+    from rlhf_gym.evaluate import evaluate
 
-    from rlhf_gym.evaluate import acting_policy, final_infos
-
-    envs = gym.make_vec(
-        ENV, num_envs=min(64, episodes), prompts=f"{TASK}-eval", kl_estimator="full", device="cpu"
-    )
-    acting = acting_policy(envs, policy, 1.0, seed)
-    n = envs.unwrapped.num_prompts
-    rows: dict[str, list[float]] = {k: [] for k in ("helpful", "harmless", "gold", "kl", "length")}
-    for start in range(0, episodes, envs.num_envs):
-        index = [(start + i) % n for i in range(envs.num_envs)]
-        for info in final_infos(envs, acting, index, seed + start)[: episodes - start]:
-            prompt, response = info["prompt_text"], info["response_text"]
-            rows["helpful"].append(GOLD_LABELERS["hh_helpful"](prompt, response))
-            rows["harmless"].append(GOLD_LABELERS["hh_harmless"](prompt, response))
-            rows["gold"].append(float(info["gold_score"]))
-            rows["kl"].append(float(info["kl_sum"]))
-            rows["length"].append(float(info["response_length"]))
-    envs.close()
-    out = {k: float(np.mean(v)) for k, v in rows.items()}
-    out["kl_std"] = float(np.std(rows["kl"]))
-    out["episodes"] = len(rows["gold"])
-    return out
+    stats = evaluate(
+        ENV, policy, episodes, num_envs=64, seed=seed, n_samples=episodes,
+        prompts=f"{TASK}-eval", device="cpu",
+    )  # fmt: skip
+    helpful, harmless = GOLD_LABELERS["hh_helpful"], GOLD_LABELERS["hh_harmless"]
+    return {
+        "helpful": float(np.mean([helpful(p, r) for p, r, _ in stats.samples])),
+        "harmless": float(np.mean([harmless(p, r) for p, r, _ in stats.samples])),
+        "gold": float(np.mean(stats.gold_scores)),
+        "kl": float(np.mean(stats.kls)),
+        "length": float(np.mean(stats.lengths)),
+        "kl_std": float(np.std(stats.kls)),
+        "episodes": len(stats.samples),
+    }
 
 
 def reward_model(data: Path, out: Path, seed: int, policy: str | None = None) -> dict[str, Any]:

@@ -76,14 +76,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,6 @@ __all__ = [
     "read_sft_file",
     "run",
     "run_sft",
-    "save_checkpoint",
     "sft_loss",
     "split_by_prompt",
     "train_sft",
@@ -462,20 +460,6 @@ def _window(model: Any, tokenizer: Any) -> int:
     return model_window(model, tokenizer)
 
 
-@contextlib.contextmanager
-def _quiet_length_warning() -> Iterator[None]:
-    """No "Token indices sequence length is longer than ..." warning from transformers while
-    texts longer than the window are encoded (:func:`encode_pair` cuts them)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
 def _cosine_with_warmup(total: int) -> Callable[[int], float]:
     """The learning-rate factor of step ``s`` (0-based): linear warm-up over the first 10% of
     the steps, then a cosine decay towards 0 (the last step keeps a small positive rate)."""
@@ -533,6 +517,8 @@ def train_sft(
     """
     import torch
 
+    from rlhf_gym.envs.lm import transformers_errors_only
+
     config.validate()
     if not records:
         raise ValueError("no records to train on")
@@ -546,9 +532,11 @@ def train_sft(
         log("no held-out records: all records share one prompt")
     window = _window(model, tokenizer)
     max_length = min(config.max_length or window, window)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else None
-    pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
-    with _quiet_length_warning():  # long prompts are cut here, not by the model
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    # no "Token indices sequence length is longer than ..." warning: long prompts are cut here
+    with transformers_errors_only():
         enc_train = [encode_pair(tokenizer, p, r, max_length) for p, r in train]
         enc_held = [encode_pair(tokenizer, p, r, max_length) for p, r in held]
     every = enc_train + enc_held
@@ -680,6 +668,7 @@ def run_sft(config: SFTConfig, *, quiet: bool = False) -> SFTResult:
     summary to stdout.
     """
     from rlhf_gym.envs.lm import resolve_device
+    from rlhf_gym.feedback.trainer import save_model
     from rlhf_gym.train import make_writer
 
     config.validate()
@@ -705,32 +694,10 @@ def run_sft(config: SFTConfig, *, quiet: bool = False) -> SFTResult:
         "result": asdict(result),
         "tensorboard": str(logdir),
     }
-    save_checkpoint(model, tokenizer, out, summary)
+    save_model(model, tokenizer, out, summary, summary_name="sft.json")
     if not quiet:
         print(summary_text(config, report, result, logdir))
     return result
-
-
-def save_checkpoint(model: Any, tokenizer: Any, path: str | Path, summary: dict) -> Path:
-    """Save the model (safetensors, with its generation config), the tokenizer and ``summary``
-    as ``sft.json`` in Hugging Face format that transformers 4.46+ and 5 both read."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    # transformers 5 names the class "TokenizersBackend", which 4.x does not know; both
-    # load "PreTrainedTokenizerFast" from the same tokenizer.json (as feedback.trainer does).
-    config_path = path / "tokenizer_config.json"
-    if config_path.is_file():
-        tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-        if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
-            tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-            config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
-    (path / "sft.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    for file in path.iterdir():
-        if file.is_file():
-            file.chmod(0o644)  # safetensors writes 0600: let others read the model
-    return path
 
 
 def summary_text(config: SFTConfig, report: SFTReadReport, result: SFTResult, logdir: Path) -> str:

@@ -17,9 +17,8 @@ the probabilities of (A) and (B). One forward pass per comparison, any tokenizer
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,14 @@ import torch
 
 from rlhf_gym.cai import formats
 from rlhf_gym.cai.constitution import Constitution, Principle
-from rlhf_gym.envs.lm import from_pretrained, resolve_device, resolve_dtype, resolve_model_path
+from rlhf_gym.envs.lm import (
+    from_pretrained,
+    prepare_frozen,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    transformers_errors_only,
+)
 from rlhf_gym.envs.rewards import model_window
 from rlhf_gym.envs.rlhf_env import BUILTIN_MODELS
 
@@ -76,7 +82,7 @@ class PromptedLM:
         dev = resolve_device(device)
         tokenizer = from_pretrained(AutoTokenizer, path, what, BUILTIN_MODELS)
         model = from_pretrained(AutoModelForCausalLM, path, what, BUILTIN_MODELS)
-        model = model.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval().requires_grad_(False)
+        model = prepare_frozen(model, dev, resolve_dtype(dtype, dev))
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if chat == "yes" and not has_template:
             raise ValueError(
@@ -202,7 +208,7 @@ class PromptedLM:
                 if temperature > 0
                 else {"do_sample": False}
             )
-            with _transformers_errors_only():  # a one-time "pass an attention_mask" warning
+            with transformers_errors_only():  # a one-time "pass an attention_mask" warning
                 out = self.model.generate(  # that does not apply: the mask is passed
                     input_ids=ids,
                     attention_mask=mask,
@@ -253,18 +259,6 @@ class PromptedLM:
                 rows.append(torch.softmax(pair, dim=0).tolist())
         self.calls["comparisons"] += len(texts)
         return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
-
-
-@contextlib.contextmanager
-def _transformers_errors_only() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    before = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(before)
 
 
 def draw_principles(constitution: Constitution, n: int, rng: random.Random) -> list[Principle]:

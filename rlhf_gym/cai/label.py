@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rlhf_gym.agents.config import config_field as _f
-from rlhf_gym.cai.revise import CHAT_HELP, check_common, gold_function, prompt_list
+from rlhf_gym.cai.revise import CHAT_HELP, check_common, gold_function
 
 
 @dataclass
@@ -65,7 +65,7 @@ def soft_labels(
     pairs: Sequence[tuple[str, str, str]],
     questions: Sequence[str],
     shown_ab: Sequence[bool],
-    few_shot: str = "",
+    few_shot: str | Sequence[str] = "",
     batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``p_a`` of each pair ``(prompt, response_a, response_b)``, and the raw P((A)).
@@ -74,10 +74,12 @@ def soft_labels(
         feedback: A :class:`~rlhf_gym.cai.generate.PromptedLM`.
         questions: The comparison question asked of each pair.
         shown_ab: Per pair, whether ``response_a`` is option (A) (else it is option (B)).
+        few_shot: The few-shot block in front of every comparison, or one per pair.
     """
+    blocks = [few_shot] * len(pairs) if isinstance(few_shot, str) else few_shot
     texts = [
-        feedback.comparison_prompt(p, q, a if ab else b, b if ab else a, few_shot)
-        for (p, a, b), q, ab in zip(pairs, questions, shown_ab, strict=True)
+        feedback.comparison_prompt(p, q, a if ab else b, b if ab else a, f)
+        for (p, a, b), q, ab, f in zip(pairs, questions, shown_ab, blocks, strict=True)
     ]
     probs = feedback.option_probs(texts, batch_size=batch_size)
     p_option_a = probs[:, 0]
@@ -120,15 +122,15 @@ def label(cfg: AILabelConfig, log: Callable[[str], None] = print) -> dict[str, A
     from rlhf_gym.cai.constitution import load_constitution
     from rlhf_gym.cai.formats import few_shot_comparisons
     from rlhf_gym.cai.generate import PromptedLM, draw_principles, seed_everything
+    from rlhf_gym.envs.prompts import load_prompts
     from rlhf_gym.feedback.records import Preference, write_preferences
 
     cfg.validate()
     constitution = load_constitution(cfg.constitution)
     rng = seed_everything(cfg.seed)
-    prompts = prompt_list(cfg.prompts, cfg.num_pairs)
-    order = random.Random(f"rlhf-gym/cai/label-order/{cfg.seed}")
-    pool = sorted(set(prompts), key=prompts.index)
-    order.shuffle(pool)
+    # the distinct prompts among the first num_pairs, visited in a seeded order, then repeated
+    pool = list(dict.fromkeys(load_prompts(cfg.prompts)[: cfg.num_pairs]))
+    random.Random(f"rlhf-gym/cai/label-order/{cfg.seed}").shuffle(pool)
     prompts = [pool[i % len(pool)] for i in range(cfg.num_pairs)]
 
     policy = PromptedLM.load(
@@ -144,24 +146,14 @@ def label(cfg: AILabelConfig, log: Callable[[str], None] = print) -> dict[str, A
     principles = draw_principles(constitution, len(pairs), rng)
     shown_ab = [rng.random() < 0.5 for _ in pairs]
     by_name = {p.name: p for p in constitution.principles}
+    # few-shot blocks depend on the question only through examples without a principle
     few = [
         few_shot_comparisons(constitution.comparison_examples, by_name, q.comparison)
         for q in principles
     ]
-    p_a = np.empty(len(pairs))
-    p_opt = np.empty(len(pairs))
-    # few-shot blocks depend on the question only through examples without a principle
-    for few_shot in sorted(set(few)):
-        idx = [i for i, f in enumerate(few) if f == few_shot]
-        pa, po = soft_labels(
-            feedback,
-            [pairs[i] for i in idx],
-            [principles[i].comparison for i in idx],
-            [shown_ab[i] for i in idx],
-            few_shot,
-            cfg.batch_size,
-        )
-        p_a[idx], p_opt[idx] = pa, po
+    p_a, p_opt = soft_labels(
+        feedback, pairs, [q.comparison for q in principles], shown_ab, few, cfg.batch_size
+    )
 
     gold = gold_function(cfg.gold)
     records = []

@@ -930,11 +930,11 @@ def build(
     stopwatch = _Stopwatch()
     with deterministic_torch(threads):
         _seed(seed)
-        corpora = _make_corpora(config, seed)
         if assistant_only:
             assert previous is not None
             classic = {k: previous[k] for k in ("corpus", "tokenizer", "lm", "reward_models")}
         else:
+            corpora = _make_corpora(config, seed)  # own seeded streams: no global draws
             if previous is None:
                 tokenizer = _build_tokenizer(corpora, config)
                 stopwatch.lap("corpus_and_tokenizer")

@@ -12,9 +12,10 @@ pins this down).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -138,6 +139,21 @@ def _hub_offline() -> bool:
         os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
         for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+@contextlib.contextmanager
+def transformers_errors_only() -> Iterator[None]:
+    """Within the block, transformers logs errors only (its verbosity is restored after): for
+    warnings that do not apply where they fire (an expected new score head, a mask that is
+    passed, texts cut to the window by the caller)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Any:

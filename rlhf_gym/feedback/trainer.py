@@ -207,15 +207,12 @@ def load_base(base: str, device: torch.device | str = "cpu") -> tuple[Any, Any]:
     or a hub name. A base with a classification head of another size gets a new one.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    from rlhf_gym.envs.lm import from_pretrained, resolve_model_path
+    from rlhf_gym.envs.lm import from_pretrained, resolve_model_path, transformers_errors_only
     from rlhf_gym.envs.rlhf_env import BUILTIN_MODELS
 
     path = resolve_model_path(base, "base", BUILTIN_MODELS)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a new score head is expected: no "MISSING" load report
-    try:
+    with transformers_errors_only():  # a new score head is expected: no "MISSING" load report
         model = from_pretrained(
             AutoModelForSequenceClassification,
             path,
@@ -224,8 +221,6 @@ def load_base(base: str, device: torch.device | str = "cpu") -> tuple[Any, Any]:
             num_labels=1,
             ignore_mismatched_sizes=True,
         )
-    finally:
-        hf_logging.set_verbosity(verbosity)
     tokenizer = from_pretrained(AutoTokenizer, path, "base", BUILTIN_MODELS)
     ensure_pad_token(model, tokenizer)
     return model.to(device), tokenizer
@@ -572,9 +567,16 @@ def normalise_on(model: Any, tokenizer: Any, texts: Sequence[str]) -> tuple[floa
 
 
 # ------------------------------------------------------------------------------ saving
-def save_model(model: Any, tokenizer: Any, path: str | Path, summary: dict | None = None) -> Path:
+def save_model(
+    model: Any,
+    tokenizer: Any,
+    path: str | Path,
+    summary: dict | None = None,
+    summary_name: str = "reward_model.json",
+) -> Path:
     """Save in Hugging Face format (safetensors) that transformers 4.46+ and 5 both read, with
-    ``summary`` (how it was trained) as ``reward_model.json`` beside it."""
+    ``summary`` (how it was trained) as ``summary_name`` beside it (``rlhf-gym sft`` writes
+    ``sft.json``). Files are made world-readable; subdirectories (a run's logs) are left alone."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
@@ -582,16 +584,18 @@ def save_model(model: Any, tokenizer: Any, path: str | Path, summary: dict | Non
     # transformers 5 names the class "TokenizersBackend", which 4.x does not know; both
     # load "PreTrainedTokenizerFast" from the same tokenizer.json.
     config_path = path / "tokenizer_config.json"
-    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
-    if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
-        tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
+    if config_path.is_file():
+        tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+        if tokenizer_config.get("tokenizer_class") == "TokenizersBackend":
+            tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            config_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
     if summary is not None:
-        (path / "reward_model.json").write_text(
+        (path / summary_name).write_text(
             json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8"
         )
     for file in path.iterdir():
-        file.chmod(0o644)  # safetensors writes 0600; package data must be world-readable
+        if file.is_file():  # safetensors writes 0600; package data must be world-readable
+            file.chmod(0o644)
     return path
 
 
