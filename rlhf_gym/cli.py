@@ -80,6 +80,7 @@ _TYPES: dict[str, Callable[[str], Any]] = {
     "str": str,
     "str | None": str,
     "int | None": int,
+    "float | None": float,
     "str | Path": str,
     "tuple[int, ...]": str,
     "tuple[str, ...]": str,

@@ -46,3 +46,10 @@ def gae(
         last = (delta + gamma * lam * last * (mask[:, t + 1] if t + 1 < L else 0)) * mask[:, t]
         adv[:, t] = last
     return adv, (adv + values) * mask
+
+
+def annealed_lr(base: float, update_idx: int, num_updates: int, anneal: bool) -> float:
+    """The learning rate of update ``update_idx`` (0-based) of ``num_updates``: ``base``, or
+    with ``anneal`` decayed linearly from ``base`` at the first update towards 0 after the last
+    (the "N implementation details" reproduction's ``anneal_lr``)."""
+    return base * (1.0 - update_idx / num_updates) if anneal else base

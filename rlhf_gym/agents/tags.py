@@ -19,11 +19,13 @@ VALUE_LOSS = "losses/value_loss"
 APPROX_KL = "losses/approx_kl"
 CLIPFRAC = "losses/clipfrac"
 ENTROPY = "losses/entropy"
+KL_LOSS = "losses/kl_loss"
 RATIO = "losses/ratio_mean"
 LOGPROB_MISMATCH = "policy/logprob_mismatch"
 STEPS_PER_SECOND = "charts/steps_per_second"
 EPISODES = "charts/episodes"
 SKIPPED = "charts/skipped_minibatches"
+LEARNING_RATE = "charts/learning_rate"
 SAMPLES = "samples/completions"
 TD_LOSS = "losses/td_loss"
 Q_VALUES = "losses/q_values"
@@ -54,12 +56,16 @@ GLOSSARY: dict[str, str] = {
     "moved the policy (k2 estimator; TRL's approxkl)",
     CLIPFRAC: "fraction of response tokens whose ratio was clipped",
     ENTROPY: "mean entropy of the policy's next-token distribution over response tokens",
+    KL_LOSS: "PPO with kl_estimator='full': mean exact per-token KL(π ‖ π_ref) over the response "
+    "tokens of the last epoch, the term whose analytic gradient the loss adds (β·KL, scaled "
+    "like the whitened advantages)",
     RATIO: "mean probability ratio π_new/π_old over response tokens",
     LOGPROB_MISMATCH: "mean |log π at sampling − log π recomputed in the update| before any "
     "gradient step; should be ~0 (catches temperature, dropout, padding mismatches)",
     STEPS_PER_SECOND: "environment steps (tokens) per second over rollout and update",
     EPISODES: "episodes (responses) seen so far",
     SKIPPED: "minibatches skipped by the ratio threshold or the NaN guard in this update",
+    LEARNING_RATE: "the optimizer's learning rate in this update (decays to 0 with anneal_lr)",
     SAMPLES: "a table of sample prompts, responses and scores (text)",
     TD_LOSS: "Q-learning: mean ½·(Q(s, a) − target)² over the replayed tokens of the last "
     "gradient steps, in score units (soft λ-return target for the soft-Q agent)",
