@@ -5,8 +5,10 @@
                                   [--jobs 2] [--json]
 
 For each β and agent, the agent trains on the default task (``RLHF-v0``, seed 0, its own
-defaults, ``kl_coef=β``, ``--episodes`` episodes) in its own process, and its final policy is
-evaluated on the held-out prompts (``--eval-episodes`` episodes, the exact per-sequence KL):
+defaults, ``kl_coef=β``, ``--episodes`` episodes; a variant such as
+``ppo:kl_estimator=k1:anneal_lr=False`` changes defaults, for ablations) in its own process,
+and its final policy is evaluated on the held-out prompts (``--eval-episodes`` episodes, the
+exact per-sequence KL):
 ``J = mean(score − β·KL)`` with its standard error over episodes. Beside it, from a pool of
 ``--pool`` reference samples per held-out prompt (:mod:`rlhf_gym.frontier`):
 
@@ -19,12 +21,14 @@ evaluated on the held-out prompts (``--eval-episodes`` episodes, the exact per-s
 
 Writes ``benchmarks/results/frontier.json`` and the figure ``docs/frontier.png`` (score and
 gold against KL: the agents at each β, the best-of-n curve and the estimated frontier of the
-tilted reference), and prints the table. ``--json`` prints the JSON instead.
+tilted reference), and prints the table. ``--json`` prints the JSON instead. ``--out`` and
+``--figure`` choose other paths (an ablation should not overwrite the main results).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -38,6 +42,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_ID, PROMPTS = "RLHF-v0", "sentiment-eval"
 LABELS = {"ppo": "PPO", "qlearning": "soft-Q"}
 KEYS = {"ppo": "ppo", "qlearning": "softq"}
+
+
+def parse_agent(spec: str) -> tuple[str, dict]:
+    """``"ppo"`` or a variant with changed defaults, ``"ppo:kl_estimator=k1:anneal_lr=False"``
+    (values read as Python literals, else as strings): the agent's name and the changes."""
+    name, *pairs = spec.split(":")
+    overrides = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return name, overrides
 
 
 def _quiet() -> None:
@@ -55,8 +73,10 @@ def train_and_eval(agent: str, beta: float, episodes: int, eval_episodes: int, s
     from rlhf_gym.agents import agent_class
     from rlhf_gym.evaluate import evaluate
 
-    cls = agent_class(agent)
-    cfg = cls.config_class(kl_coef=beta, total_episodes=episodes, seed=seed, checkpoint_every=0)
+    name, overrides = parse_agent(agent)
+    cls = agent_class(name)
+    fields = dict(kl_coef=beta, total_episodes=episodes, seed=seed, checkpoint_every=0)
+    cfg = cls.config_class(**{**fields, **overrides})
     start = time.perf_counter()
     trained = cls(cfg)
     trained.train()
@@ -220,7 +240,11 @@ def plot(summary: dict, pool_lists: dict, agents: list[str], path: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--betas", default="0.05,0.1,0.3,1.0")
-    parser.add_argument("--agents", default="ppo,qlearning")
+    parser.add_argument(
+        "--agents",
+        default="ppo,qlearning",
+        help="comma-separated; a variant changes defaults: ppo:kl_estimator=k1:anneal_lr=False",
+    )
     parser.add_argument("--episodes", type=int, default=4096)
     parser.add_argument("--eval-episodes", type=int, default=512)
     parser.add_argument("--pool", type=int, default=64, help="reference samples per prompt")

@@ -5,17 +5,22 @@ per seed ``0 … seeds−1`` through :func:`rlhf_gym.train.train`, with the same
 episodes (``--total-episodes``, a multiple of ``--num-envs``, so every agent sees exactly that
 many responses) and each agent's own defaults otherwise. Final numbers are
 :func:`rlhf_gym.evaluate.evaluate` on the task's held-out prompts (the summary ``train``
-writes: score, gold score, exact KL from the reference). The reference itself and best-of-n
-sampling from it give the points to beat: best-of-n's KL from the reference is
-``log n − (n − 1)/n`` (Stiennon et al. 2020, appendix; Hilton & Gao 2022).
+writes: score, gold score, exact KL from the reference). The reference itself, best-of-n
+sampling from it and the optimum of the KL-regularised objective give the points to beat, all
+from one pool of ``--optimum-samples`` reference samples per held-out prompt
+(:mod:`rlhf_gym.frontier`): best-of-n's KL from the reference is the bound
+``log n − (n − 1)/n`` (Stiennon et al. 2020, appendix; Hilton & Gao 2022); the optimum at β
+is the reference tilted by ``exp(score/β)``, and over all β those tilted policies trace the
+best score any policy reaches at each KL (known up to ``log m`` nats from ``m`` samples).
 
 Written into ``--out DIR``::
 
     runs/          the TensorBoard runs and checkpoints, one per agent and seed
     compare.png    (a) mean training score against env steps, band ± std over seeds;
                    (b) held-out score against KL from the reference (reward–KL frontier),
-                   best-of-n points for reference
-    results.csv    one row per agent, reference and best-of-n: mean and std over seeds
+                   best-of-n points and the optimum's curve for reference
+    results.csv    one row per agent, reference, best-of-n and the optimum at each agent's
+                   β: mean and std over seeds
     results.md     the same table in Markdown (also printed)
     runs.csv       one row per agent and seed
 
@@ -42,9 +47,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rlhf_gym import frontier
 from rlhf_gym.agents import AGENTS, config_class, tags
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.config import heldout_prompts
+from rlhf_gym.frontier import ReferencePool
 
 DEFAULT_AGENTS = ("ppo", "qlearning")
 
@@ -67,6 +74,11 @@ class CompareConfig:
     num_envs: int = _f(64, "episodes per rollout / collection round, for every agent")
     eval_episodes: int = _f(128, "held-out episodes for each final evaluation")
     best_of: tuple[int, ...] = _f((1, 2, 4, 8, 16), "n of the best-of-n reference points")
+    optimum_samples: int = _f(
+        32,
+        "reference samples per held-out prompt, for best-of-n (n up to it) and the optimum's "
+        "curve (known up to log(it) nats)",
+    )
     out: str | Path = _f("compare", "output directory")
     model: str = _f("default", "policy initialisation and reference (agents that take one)")
     device: str = _f("auto", "for every agent and evaluation: auto, cpu, cuda, cuda:N or mps")
@@ -84,7 +96,7 @@ class CompareConfig:
             )
         if len(set(self.agents)) != len(self.agents):
             raise ValueError(f"--agents names an agent twice: {','.join(self.agents)}")
-        for name in ("seeds", "total_episodes", "num_envs", "eval_episodes"):
+        for name in ("seeds", "total_episodes", "num_envs", "eval_episodes", "optimum_samples"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -98,6 +110,11 @@ class CompareConfig:
         self.best_of = tuple(sorted(set(self.best_of)))
         if not self.best_of or any(not (isinstance(n, int) and n >= 1) for n in self.best_of):
             raise ValueError(f"best_of must be positive integers, got {self.best_of!r}")
+        if max(self.best_of) > self.optimum_samples:
+            raise ValueError(
+                f"best_of={max(self.best_of)} needs at least that many reference samples per "
+                f"prompt; optimum_samples is {self.optimum_samples}"
+            )
         try:
             gym.spec(self.env_id)
         except gym.error.Error as e:
@@ -203,38 +220,24 @@ def eval_env_kwargs(cc: CompareConfig) -> dict[str, Any]:
     return {**kw, **cc.env_kwargs}
 
 
-def best_of_n_points(cc: CompareConfig, seed: int = 20_000) -> list[dict[str, float]]:
-    """Best-of-n from the reference on the held-out prompts, for every ``n`` in ``best_of``.
+def reference_pool(cc: CompareConfig, seed: int = 20_000) -> ReferencePool:
+    """``optimum_samples`` reference samples per held-out prompt (the toy: its 2 prompts)."""
+    return frontier.reference_pool(
+        cc.env_id, cc.optimum_samples, seed=seed, num_envs=256, **eval_env_kwargs(cc)
+    )
 
-    :func:`rlhf_gym.evaluate.best_of_n` samples ``n`` responses per prompt and keeps the reward
-    model's favourite; its KL from the reference is the analytic ``log n − (n − 1)/n``. A
-    prompt set smaller than ``eval_episodes`` (the toy has 2 prompts) is gone through again
-    with fresh seeds until about ``eval_episodes`` prompts were answered.
-    """
-    from rlhf_gym.evaluate import best_of_n as evaluate_best_of_n
 
-    kw = eval_env_kwargs(cc)
-    envs = gym.make_vec(cc.env_id, num_envs=1, **kw)
-    n_prompts = envs.unwrapped.num_prompts
-    envs.close()
-    repeats = -(-cc.eval_episodes // n_prompts)  # ceil
-    runs = [
-        evaluate_best_of_n(cc.env_id, ns=cc.best_of, seed=seed + 7919 * k, **kw)
-        for k in range(repeats)
-    ]
-    points = []
-    for n in cc.best_of:
-        golds = [r[n]["gold_score"] for r in runs]
-        points.append(
-            {
-                "n": n,
-                "score": float(np.mean([r[n]["score"] for r in runs])),
-                "gold": math.nan if None in golds else float(np.mean(golds)),
-                "kl": runs[0][n]["kl"],
-                "prompts": n_prompts * repeats,
-            }
-        )
-    return points
+def best_of_n_points(cc: CompareConfig, pool: ReferencePool | None = None) -> list[dict[str, Any]]:
+    """Best-of-n from the reference on the held-out prompts, for every ``n`` in ``best_of``:
+    score, gold and the KL bound ``log n − (n − 1)/n``, averaged over every ``n``-subset of each
+    prompt's samples (:func:`rlhf_gym.frontier.best_of_n`)."""
+    pool = reference_pool(cc) if pool is None else pool
+    return [{**frontier.best_of_n(pool, n), "prompts": len(pool.scores)} for n in cc.best_of]
+
+
+def optimum_points(pool: ReferencePool, betas: list[float]) -> list[dict[str, Any]]:
+    """The optimum of ``score − β·KL`` at each β (the pool tilted by ``exp(score/β)``)."""
+    return [{"beta": b, **frontier.tilted(pool, b)} for b in betas]
 
 
 # ---------------------------------------------------------------------- the table
@@ -247,8 +250,13 @@ COLUMNS = (
 )
 
 
-def table_rows(results: list[RunResult], bon: list[dict[str, float]]) -> list[dict[str, Any]]:
-    """One row per agent (mean and std over seeds), then the reference and best-of-n."""
+def table_rows(
+    results: list[RunResult],
+    bon: list[dict[str, float]],
+    optimum: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per agent (mean and std over seeds), then the reference, best-of-n and the
+    optimum at each β of ``optimum``."""
     rows = []
     for agent in dict.fromkeys(r.agent for r in results):
         mine = [r for r in results if r.agent == agent]
@@ -277,6 +285,17 @@ def table_rows(results: list[RunResult], bon: list[dict[str, float]]) -> list[di
         rows.append(
             {
                 "name": f"best-of-{p['n']}",
+                "seeds": 1,
+                "env_steps": 0,
+                "score": (p["score"], math.nan),
+                "gold": (p["gold"], math.nan),
+                "kl": (p["kl"], math.nan),
+            }
+        )
+    for p in optimum or []:
+        rows.append(
+            {
+                "name": f"optimum at β={p['beta']:g}",
                 "seeds": 1,
                 "env_steps": 0,
                 "score": (p["score"], math.nan),
@@ -345,8 +364,15 @@ def write_runs(results: list[RunResult], out: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the figure
-def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path: Path) -> None:
-    """(a) score against env steps, mean ± std over seeds; (b) final score against KL.
+def plot(
+    results: list[RunResult],
+    bon: list[dict[str, float]],
+    title: str,
+    path: Path,
+    curve: list[dict[str, float]] | None = None,
+) -> None:
+    """(a) score against env steps, mean ± std over seeds; (b) final score against KL, with
+    best-of-n and the optimum's ``curve`` (:func:`rlhf_gym.frontier.frontier_curve`).
 
     Drawn on a bare :class:`matplotlib.figure.Figure` (no pyplot): the caller's backend, e.g. a
     notebook's inline one, is left as it was, and no display is needed.
@@ -361,6 +387,14 @@ def plot(results: list[RunResult], bon: list[dict[str, float]], title: str, path
         _plot_agent(ax_a, ax_b, agent, mine, color=f"C{k}")
     if bon:
         _plot_best_of_n(ax_b, bon)
+    if curve:
+        ax_b.plot(
+            [p["kl"] for p in curve],
+            [p["score"] for p in curve],
+            "k-",
+            lw=1.2,
+            label="optimum (reference tilted by exp(score/β))",
+        )
     ax_a.set(
         xlabel="env steps (response tokens)",
         ylabel="mean score of the rollouts",
@@ -448,17 +482,29 @@ def compare(cc: CompareConfig, log: Any = print) -> dict[str, Any]:
                 f"{r.wall_s:.0f}s  {r.steps_per_s:.0f} steps/s"
             )
             results.append(r)
-    log(f"best-of-n from the reference (n = {', '.join(map(str, cc.best_of))}) …")
-    bon = best_of_n_points(cc)
+    log(
+        f"reference pool ({cc.optimum_samples} samples per held-out prompt): best-of-n "
+        f"(n = {', '.join(map(str, cc.best_of))}) and the optimum …"
+    )
+    pool = reference_pool(cc)
+    bon = best_of_n_points(cc, pool)
+    betas = sorted({float(getattr(agent_config(a, cc, 0), "kl_coef", 0.0)) for a in cc.agents})
+    optimum = optimum_points(pool, [b for b in betas if b > 0])
     write_runs(results, out)
-    table = write_tables(table_rows(results, bon), out)
+    table = write_tables(table_rows(results, bon, optimum), out)
     title = (
         f"{cc.env_id}: {', '.join(cc.agents)}; {cc.total_episodes} episodes per run, "
         f"{cc.seeds} seed{'s' if cc.seeds > 1 else ''}"
     )
-    plot(results, bon, title, out / "compare.png")
+    plot(results, bon, title, out / "compare.png", frontier.frontier_curve(pool))
     paths = {
         name: str(out / name)
         for name in ("compare.png", "results.csv", "results.md", "runs.csv", "runs")
     }
-    return {"results": results, "best_of": bon, "table": table, "paths": paths}
+    return {
+        "results": results,
+        "best_of": bon,
+        "optimum": optimum,
+        "table": table,
+        "paths": paths,
+    }

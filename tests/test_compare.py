@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from rlhf_gym.cli import main
-from rlhf_gym.compare import CompareConfig, best_of_n_points, compare, read_curve
+from rlhf_gym.compare import (
+    CompareConfig,
+    best_of_n_points,
+    compare,
+    optimum_points,
+    read_curve,
+    reference_pool,
+)
 from rlhf_gym.train import AGENTS
 
 PROMPTS = ["the movie was", "i did not like", "a wonderful film", "Q: how do i fix my bike ? A:"]
@@ -46,7 +53,17 @@ def test_compare_on_the_toy_writes_figure_csv_and_markdown(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = {r["name"]: r for r in read_csv(out / "results.csv")}
-    assert list(rows) == ["ppo", "qlearning", "reference", "best-of-1", "best-of-4"]
+    assert list(rows) == [
+        "ppo",
+        "qlearning",
+        "reference",
+        "best-of-1",
+        "best-of-4",
+        "optimum at β=0.05",  # PPO's default β
+        "optimum at β=0.1",  # soft-Q's
+    ]
+    optimum = rows["optimum at β=0.05"]
+    assert float(optimum["score_mean"]) > float(rows["best-of-4"]["score_mean"])
     for agent in ("ppo", "qlearning"):
         row = rows[agent]
         assert row["seeds"] == "2"
@@ -123,7 +140,21 @@ def test_best_of_n_points(tmp_path):
     scores = [p["score"] for p in points]
     assert scores[0] < scores[1] < scores[2]
     assert points[0]["kl"] == 0.0 and points[2]["kl"] == pytest.approx(math.log(8) - 7 / 8)
-    assert points[0]["prompts"] == 64  # the toy's 2 prompts, 32 times over
+    assert points[0]["prompts"] == 2  # the toy's 2 prompts, 32 samples each
+
+
+def test_the_optimum_row_and_curve_beat_best_of_n(tmp_path):
+    """On the toy the pool's tilted optimum matches the exact optimum (dynamic programming) and
+    is above every best-of-n objective at that β."""
+    from rlhf_gym.envs import toy
+
+    cc = CompareConfig(env_id="RLHFToy-v0", optimum_samples=2048, best_of=(1, 4), out=tmp_path)
+    pool = reference_pool(cc)
+    (opt,) = optimum_points(pool, [0.5])
+    assert opt["J"] == pytest.approx(toy.solve(0.5).value, abs=0.02)
+    assert opt["J"] == pytest.approx(opt["score"] - 0.5 * opt["kl"])
+    for p in best_of_n_points(cc, pool):
+        assert opt["J"] > p["score"] - 0.5 * p["kl"]
 
 
 @pytest.mark.parametrize(

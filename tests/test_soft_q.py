@@ -164,14 +164,15 @@ def toy_readouts(agent: SoftQ):
     return q, pi
 
 
-def test_soft_q_reaches_the_toy_optimum():
-    beta = 0.1
+@pytest.mark.parametrize("beta", [0.1, 1.0])
+def test_soft_q_reaches_the_toy_optimum(beta):
+    """Within 2 % of the exact optimum of E[score] − β·KL, at a small and a large β."""
     cfg = SoftQConfig(
         env_id="RLHFToy-v0",
         kl_coef=beta,
-        total_episodes=64 * 40,
+        total_episodes=64 * 100,
         num_envs=64,
-        gradient_steps=8,
+        learning_rate=1e-3,
         seed=0,
     )
     agent = SoftQ(cfg)
@@ -186,7 +187,7 @@ def test_soft_q_reaches_the_toy_optimum():
         f"toy: optimum {optimum:.4f}, soft-Q {reached:.4f}; on-policy Bellman residual "
         f"{start_residual:.4f} -> {end_residual:.4f}"
     )
-    assert reached == pytest.approx(optimum, abs=0.01)
+    assert abs(reached - optimum) <= 0.02 * abs(optimum)
     assert end_residual < start_residual / 5  # the Bellman residual falls
     assert np.mean(td[-5:]) < np.mean(td[:5]) / 10
     s = (toy.MEH,)
