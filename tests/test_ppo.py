@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -175,12 +174,15 @@ def test_tensorboard_tags_in_a_real_event_file(tmp_path, tiny_lm_dir, tiny_env_k
 
 def test_resume_gives_the_same_next_update(tmp_path):
     cfg = PPOConfig(env_id="RLHFToy-v0", num_envs=16, total_episodes=48, seed=3)
-    full = PPO(cfg)
-    history = []
-    full.train(callback=lambda a, s: history.append(s))
-    first_two = PPO(dataclasses.replace(cfg, total_episodes=32))
-    first_two.train()
-    path = checkpoint.save(tmp_path / "run", first_two)
+    full, history, saved = PPO(cfg), [], []
+
+    def record(agent, stats):  # a checkpoint after the second of three updates
+        history.append(stats)
+        if agent.update_idx == 2:
+            saved.append(checkpoint.save(tmp_path / "run", agent))
+
+    full.train(callback=record)
+    (path,) = saved
     resumed = PPO(cfg)
     checkpoint.load(tmp_path / "run", resumed)  # the run directory resolves to the latest
     assert resumed.update_idx == 2
