@@ -47,7 +47,7 @@ Example:
     >>> agent = PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=16))
     >>> stats = agent.train()
     >>> sorted(stats)[:2]
-    ['charts/episodes', 'charts/skipped_minibatches']
+    ['charts/episodes', 'charts/learning_rate']
 """
 
 from __future__ import annotations
