@@ -281,29 +281,15 @@ def table_rows(
         if "gold_score" in refs[0]:
             row["gold"] = _mean_std([x["gold_score"]["mean"] for x in refs])
         rows.append(row)
-    for p in bon:
-        rows.append(
-            {
-                "name": f"best-of-{p['n']}",
-                "seeds": 1,
-                "env_steps": 0,
-                "score": (p["score"], math.nan),
-                "gold": (p["gold"], math.nan),
-                "kl": (p["kl"], math.nan),
-            }
-        )
-    for p in optimum or []:
-        rows.append(
-            {
-                "name": f"optimum at β={p['beta']:g}",
-                "seeds": 1,
-                "env_steps": 0,
-                "score": (p["score"], math.nan),
-                "gold": (p["gold"], math.nan),
-                "kl": (p["kl"], math.nan),
-            }
-        )
+    rows += [_point_row(f"best-of-{p['n']}", p) for p in bon]
+    rows += [_point_row(f"optimum at β={p['beta']:g}", p) for p in optimum or []]
     return rows
+
+
+def _point_row(name: str, point: dict[str, Any]) -> dict[str, Any]:
+    """A table row for one reference-derived point (no spread): score, gold and KL."""
+    row: dict[str, Any] = {"name": name, "seeds": 1, "env_steps": 0}
+    return row | {k: (point[k], math.nan) for k in ("score", "gold", "kl")}
 
 
 def _mean_std(values: Any) -> tuple[float, float]:
