@@ -40,8 +40,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlhf_gym.agents.episodes import row_info
 from rlhf_gym.envs.policy import ReferencePolicy
+from rlhf_gym.evaluate import final_infos
 
 
 @dataclass
@@ -85,21 +85,13 @@ def reference_pool(
         if prompts_limit is not None:
             n_prompts = min(n_prompts, prompts_limit)
         acting = ReferencePolicy(envs.unwrapped, seed=seed)
-        envs.unwrapped.set_policy(acting)
         jobs = [(p, k) for p in range(n_prompts) for k in range(samples_per_prompt)]
         scores = np.full((n_prompts, samples_per_prompt), np.nan)
         gold = np.full((n_prompts, samples_per_prompt), np.nan)
         for start in range(0, len(jobs), num_envs):
             chunk = jobs[start : start + num_envs]
             index = [chunk[min(i, len(chunk) - 1)][0] for i in range(num_envs)]
-            finals: list[dict] = [{} for _ in range(num_envs)]
-            obs, _ = envs.reset(seed=seed + start, options={"prompt_index": index})
-            done = np.zeros(num_envs, dtype=bool)
-            while not done.all():
-                obs, _, terminated, _, info = envs.step(acting.act(obs))
-                for i in np.flatnonzero(terminated & ~done):
-                    finals[i] = row_info(info, i)
-                done |= terminated
+            finals = final_infos(envs, acting, index, seed + start)
             for i, (p, k) in enumerate(chunk):
                 scores[p, k] = float(finals[i]["score"])
                 gold[p, k] = float(finals[i].get("gold_score", np.nan))
