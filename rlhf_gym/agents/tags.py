@@ -57,8 +57,8 @@ GLOSSARY: dict[str, str] = {
     CLIPFRAC: "fraction of response tokens whose ratio was clipped",
     ENTROPY: "mean entropy of the policy's next-token distribution over response tokens",
     KL_LOSS: "PPO with kl_estimator='full': mean exact per-token KL(π ‖ π_ref) over the response "
-    "tokens of the last epoch, the term whose analytic gradient the loss adds (β·KL, scaled "
-    "like the whitened advantages)",
+    "tokens of the last epoch, the term whose analytic gradient the loss adds (times β, "
+    "divided by the advantages' std when they are whitened)",
     RATIO: "mean probability ratio π_new/π_old over response tokens",
     LOGPROB_MISMATCH: "mean |log π at sampling − log π recomputed in the update| before any "
     "gradient step; should be ~0 (catches temperature, dropout, padding mismatches)",
