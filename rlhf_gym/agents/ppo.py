@@ -404,7 +404,7 @@ class PPO:
         "N implementation details" reproduction. Without the decay the last updates' noise
         leaves the policy a random step away from where the objective is highest; on
         ``RLHFToy-v0`` it is the difference between ending within 1 % of the optimum and
-        3–9 % below it (``tests/test_ppo.py``)."""
+        1–20 % below it (``tests/test_ppo.py``)."""
         cfg = self.cfg
         return annealed_lr(cfg.learning_rate, self.update_idx, cfg.num_updates, cfg.anneal_lr)
 
