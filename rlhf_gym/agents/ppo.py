@@ -9,27 +9,27 @@ The loop reads top to bottom, one function per phase:
    base: Ziegler et al. 2019, the "N implementation details of RLHF" reproduction, TRL), and
    PPO keeps the reference's log-probabilities at every response state for step 2.
 2. :meth:`PPO.update`: one forward pass per sequence (not per token) recomputes log-probs and
-   values; GAE (γ = 1, λ = 0.95), whitened advantages, clipped policy and value losses, the
-   exact KL's analytic gradient (below),
+   values; GAE (γ = 1, λ = 0.95), advantages (whitened only with ``whiten_advantages``),
+   clipped policy and value losses, the exact KL's analytic gradient (below),
    ``ppo_epochs × num_minibatches`` Adam steps (eps 1e-5) with gradient clipping, a ratio
    threshold that skips runaway minibatches, and a NaN guard.
 3. :meth:`PPO.log`: TensorBoard scalars named in :mod:`rlhf_gym.agents.tags`.
 
-The KL term's gradient (``docs/design.md``, "Agents"). The objective is
-``J(π) = E[score − β·Σ_t KL_t]`` with ``KL_t = KL(π(·|s_t) ‖ π_ref(·|s_t))``; its gradient has
-two parts: the policy gradient of the KL of the states *ahead* of each action, and the direct
-gradient ``−β·∇KL_t`` of the state the action is chosen in. With the default
-``kl_estimator="full"`` the env's reward carries the exact ``KL_t`` (a function of the state
-alone, so it feeds only the first part) and the loss adds ``β·mean_t KL_t`` computed over the
-whole vocabulary from the current policy and the stored reference log-probabilities, scaled by
-the same factor as the whitened advantages. With ``k1`` both parts come from one sampled token
-(unbiased, ``E_a[∇log π(a)·k1(a)] = ∇KL_t``, but with the variance of one sample over the
+The KL term's gradient (``docs/design.md``, "KL"). The objective is ``J(π) = E[score −
+β·Σ_t KL_t]`` with ``KL_t = KL(π(·|s_t) ‖ π_ref(·|s_t))``; its gradient has two parts: the
+policy gradient of the KL of the states *ahead* of each action, and the direct gradient
+``−β·∇KL_t`` of the state the action is chosen in. With the default ``kl_estimator="full"`` the
+env's reward carries the exact ``KL_t`` (a function of the state alone, so it feeds only the
+first part) and the loss adds ``β·mean_t KL_t`` computed over the whole vocabulary from the
+current policy and the stored reference log-probabilities (divided by the advantages' std when
+they are whitened, like the policy-gradient term). With ``k1`` both parts come from one sampled
+token (unbiased, ``E_a[∇log π(a)·k1(a)] = ∇KL_t``, but with the variance of one sample over the
 vocabulary). Measured on the default task (``benchmarks/frontier.py``, the README): the exact
-gradient ends at half the KL of ``k1`` for the same score, without the heavy tail of
-responses tens of nats from the reference; the full KL in the reward *without* the direct
-term is biased and ends worst of all. The stored reference log-probabilities cost
-``B·L·V`` floats (8 MB for the embedded model; about 400 MB for GPT-2's vocabulary at
-``B = 64, L = 32``: choose ``kl_estimator="k1"`` to avoid them).
+gradient ends at half the KL of ``k1`` for the same score, without the heavy tail of responses
+tens of nats from the reference; the full KL in the reward *without* the direct term is biased
+and ends worst of all. The stored reference log-probabilities cost ``B·L·V`` floats (8 MB for
+the embedded model; about 400 MB for GPT-2's vocabulary at ``B = 64, L = 32``: choose
+``kl_estimator="k1"`` to avoid them).
 
 Details that keep the KL honest (``docs/design.md``, "Agents"): pure categorical sampling at
 ``temperature`` with ``logits / temperature`` for every log-probability (top-k/top-p would make
@@ -53,7 +53,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -334,7 +333,6 @@ class PPO:
                 tags.CLIPFRAC,
                 tags.ENTROPY,
                 tags.RATIO,
-                tags.KL_LOSS,
             )
         }
         skipped, first = 0, None
@@ -373,8 +371,9 @@ class PPO:
                         ).item(),
                         tags.ENTROPY: masked_mean(entropy, mm).item(),
                         tags.RATIO: masked_mean(ratio, mm).item(),
-                        tags.KL_LOSS: math.nan if kl_loss is None else kl_loss.item(),
                     }
+                    if kl_loss is not None:  # only the exact estimator adds the KL term
+                        row[tags.KL_LOSS] = kl_loss.item()
                 if first is None:
                     first = dict(row)
                 if not torch.isfinite(loss) or row[tags.RATIO] > cfg.ratio_threshold:
@@ -388,10 +387,8 @@ class PPO:
                 self.optimizer.step()
                 if epoch == cfg.ppo_epochs - 1:
                     for key, value in row.items():
-                        stats[key].append(value)
+                        stats.setdefault(key, []).append(value)
         out = {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
-        if ro.ref_logprobs is None:
-            del out[tags.KL_LOSS]  # the k1/k3 estimators add no KL term to the loss
         out[tags.SKIPPED] = float(skipped)
         out[tags.LEARNING_RATE] = lr
         out[tags.LOGPROB_MISMATCH] = masked_mean((ro.logprobs - old_logp).abs(), m).item()
