@@ -4,6 +4,8 @@ Layout of ``<run>/checkpoints/update_000050/``::
 
     policy/                    save_pretrained() of the policy and its tokenizer: loadable as
                                gym.make("RLHF-v0", model=".../policy") and by from_pretrained
+                               (with LoRA the adapter only, see rlhf_gym.agents.lora; an
+                               agent with save_policy()/load_policy() writes and reads it)
     trainer_state.safetensors  every tensor of the agent's ``state_dict()``: optimizer moments,
                                critic / target weights, RNG states (uint8 tensors)
     trainer_state.json         everything else (update index, KL coefficient, config, replay
@@ -349,8 +351,11 @@ def save(run_dir: str | Path, agent: Any) -> Path:
     name = f"update_{agent.update_idx:06d}"
     final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    agent.policy.save_pretrained(tmp / "policy")
-    agent.env.tokenizer.save_pretrained(tmp / "policy")
+    if hasattr(agent, "save_policy"):  # e.g. PPO with LoRA: the adapter only
+        agent.save_policy(tmp / "policy")
+    else:
+        agent.policy.save_pretrained(tmp / "policy")
+        agent.env.tokenizer.save_pretrained(tmp / "policy")
     save_state(agent.state_dict(), tmp)
     meta = {
         "format": FORMAT,
@@ -605,7 +610,10 @@ def load(path: str | Path, agent: Any, allow_pickle: bool = False) -> Path:
             f"({meta['fingerprint']}) than this run's ({mine})"
         )
     state = load_state(p, allow_pickle=allow_pickle)
-    saved = AutoModelForCausalLM.from_pretrained(p / "policy")
-    agent.policy.load_state_dict(saved.state_dict())
+    if hasattr(agent, "load_policy"):
+        agent.load_policy(p / "policy")
+    else:
+        saved = AutoModelForCausalLM.from_pretrained(p / "policy")
+        agent.policy.load_state_dict(saved.state_dict())
     agent.load_state_dict(state)
     return p

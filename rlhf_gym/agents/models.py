@@ -11,12 +11,15 @@ import torch
 from torch import nn
 
 
-def make_vector_env(config: Any, env_kwargs: dict[str, Any] | None = None) -> Any:
+def make_vector_env(
+    config: Any, env_kwargs: dict[str, Any] | None = None, num_envs: int | None = None
+) -> Any:
     """``gym.make_vec(config.env_id, num_envs=config.num_envs, ...)`` with the config's
     environment arguments (:meth:`~rlhf_gym.agents.config.AgentConfig.env_kwargs`), overridden
-    by ``env_kwargs`` (a reward model path, a prompt file …)."""
+    by ``env_kwargs`` (a reward model path, a prompt file …); ``num_envs`` overrides the batch
+    (one rank's share of it in a multi-process run)."""
     kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
-    return gym.make_vec(config.env_id, num_envs=config.num_envs, **kwargs)
+    return gym.make_vec(config.env_id, num_envs=num_envs or config.num_envs, **kwargs)
 
 
 def trainable_policy(env: Any) -> nn.Module:

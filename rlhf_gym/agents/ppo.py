@@ -54,16 +54,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from rlhf_gym.agents import logs, loop, tags
-from rlhf_gym.agents.common import annealed_lr, gae, masked_mean, masked_var, whiten
-from rlhf_gym.agents.config import AgentConfig, positive_ints
+from rlhf_gym.agents import distributed, logs, loop, tags
+from rlhf_gym.agents.common import annealed_lr, gae, masked_mean, masked_var
+from rlhf_gym.agents.config import AgentConfig, positive_ints, takes_model
 from rlhf_gym.agents.config import config_field as _f
+from rlhf_gym.agents.distributed import MIXED_PRECISION
 from rlhf_gym.agents.episodes import (
     EpisodeStats,
     first_episodes,
@@ -112,6 +114,21 @@ class PPOConfig(AgentConfig):
     critic: str = _f("value_head", "'value_head' (zero-init, on the policy) or 'reward_model'")
     kl_target: float = _f(0.0, "adaptive KL target in nats per sequence (0: fixed β)")
     kl_horizon: int = _f(10_000, "adaptive KL horizon in episodes")
+    lora_r: int = _f(
+        0,
+        "LoRA rank (0: train every weight); the reference is then the same weights with the "
+        "adapter off, one copy in memory (needs peft)",
+    )
+    lora_alpha: float = _f(16.0, "LoRA scaling numerator (updates are scaled by alpha / r)")
+    lora_target_modules: str = _f(
+        "all-linear", "LoRA target modules: all-linear or comma-separated module names"
+    )
+    gradient_checkpointing: bool = _f(
+        False, "recompute activations in the backward pass: less memory, more time"
+    )
+    mixed_precision: str = _f(
+        "no", "autocast of the update's forward passes: no, bf16 or fp16 (CUDA only)"
+    )
 
     def validate(self) -> None:
         """The shared checks, then PPO's own (epochs, minibatches, critic, temperature)."""
@@ -126,6 +143,19 @@ class PPOConfig(AgentConfig):
             raise ValueError(f"critic={self.critic!r} is not one of ['value_head', 'reward_model']")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (isinstance(self.lora_r, int) and self.lora_r >= 0):
+            raise ValueError(f"lora_r must be an integer >= 0 (0: no LoRA), got {self.lora_r!r}")
+        if self.lora_r and not takes_model(self.env_id):
+            raise ValueError(
+                f"lora_r={self.lora_r}: {self.env_id}'s reference is a table, not a network; "
+                "LoRA needs a language model"
+            )
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision={self.mixed_precision!r} is not one of {list(MIXED_PRECISION)}"
+            )
 
     @property
     def minibatch_size(self) -> int:
@@ -189,37 +219,81 @@ class PPO:
         self, config: PPOConfig, writer: Any = None, env_kwargs: dict[str, Any] | None = None
     ) -> None:
         self.cfg, self.writer = config, writer
-        torch.manual_seed(config.seed)
-        self.envs = make_vector_env(config, env_kwargs)
+        # One process, or one rank of several (rlhf_gym.agents.distributed: rows, seeds, sums).
+        self.accelerator = distributed.make_accelerator(config.device, config.mixed_precision)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        distributed.check_divisible(config.num_envs, config.num_minibatches, self.world)
+        distributed.check_same_config(self.accelerator, config)
+        self.num_rows = config.num_envs // self.world  # this rank's rows of the global batch
+        env_kwargs = dict(env_kwargs or {})
+        if self.world > 1 and config.device == "auto" and takes_model(config.env_id):
+            env_kwargs.setdefault("device", str(self.accelerator.device))  # cuda:<local rank>
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.peft_model = None
+        if config.lora_r:  # one copy of the weights: the reference is the adapter switched off
+            self.peft_model, env_kwargs = self._lora(env_kwargs)
+        self.envs = make_vector_env(config, env_kwargs, num_envs=self.num_rows)
         self.env = self.envs.unwrapped  # its public surface: vocab_size, kl_coef, …
         self.device = self.env.device
-        self.policy = trainable_policy(self.env)  # eval mode: dropout off while training too
+        if self.peft_model is not None:
+            self.policy = self.peft_model.get_base_model()  # adapter on: the acting policy
+        else:
+            self.policy = trainable_policy(self.env)  # eval mode: dropout off while training
         self.critic = make_critic(config.critic, self.policy, self.env).to(self.device)
-        params = [*self.policy.parameters(), *self.critic.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
         self.sampler = LMPolicy(
             self.policy,
-            config.num_envs,
+            self.num_rows,
             config.temperature,
             pad_token_id=self.env.pad_token_id,
-            seed=config.seed,
+            seed=config.seed + 1_000_003 * self.rank,
         )
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
         self.env.set_policy(self.sampler)  # the env reads the logits we sampled from
+        # The module the update differentiates: DDP-wrapped (gradients all-reduced in
+        # backward) with several processes, autocast with mixed precision, itself otherwise.
+        model = ActorCritic(self.policy, self.critic)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
+
+    def _lora(self, env_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Load the model once, add LoRA adapters; the env's reference is the adapter off."""
+        import gymnasium as gym
+
+        from rlhf_gym.agents import lora
+        from rlhf_gym.envs.rlhf_env import load_reference
+
+        cfg = self.cfg
+        kw = {**cfg.env_kwargs(), **env_kwargs}
+        base, tokenizer = load_reference(
+            kw["model"],
+            gym.spec(cfg.env_id).kwargs.get("task", "sentiment"),
+            kw.get("tokenizer"),
+            kw["device"],
+            kw["dtype"],
+        )
+        peft_model = lora.wrap(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
+        lora.as_float32(peft_model)  # bf16 frozen weights, fp32 trainable ones
+        self.base_model_path = getattr(base, "name_or_path", "") or str(kw["model"])
+        reference = lora.AdapterOffReference(peft_model)
+        return peft_model, {**env_kwargs, "model": reference, "tokenizer": tokenizer}
 
     # ------------------------------------------------------------------ 1. collect
     @torch.no_grad()
     def collect(self) -> Rollout:
-        """One episode in each of the ``B`` rows, sampled from the current policy."""
-        cfg, B = self.cfg, self.cfg.num_envs
+        """One episode in each of the ``B`` rows (this rank's share), from the current policy."""
+        cfg, B = self.cfg, self.num_rows
         self.sampler.reset()  # the weights changed since the last rollout: its KV cache is stale
         prompts: list[list[int]] = [[] for _ in range(B)]
         acts: list[list[int]] = [[] for _ in range(B)]
         logps: list[list[float]] = [[] for _ in range(B)]
         rews: list[list[float]] = [[] for _ in range(B)]
         finals: list[dict[str, Any]] = [{} for _ in range(B)]
-        seed = cfg.seed * 1_000_003 + self.update_idx * B
+        # Rank r's rows get the episode seeds of one process's rows r·B … (r+1)·B − 1.
+        seed = cfg.seed * 1_000_003 + self.update_idx * cfg.num_envs + self.rank * B
         exact = cfg.kl_estimator == "full"
         refs: list[torch.Tensor] = []  # step t: (B, V) log π_ref at every row's state
 
@@ -251,6 +325,9 @@ class PPO:
         # Every row starts at step 0, so step t holds each row's t-th response state; the
         # rollout lasts as many steps as its longest response.
         ref = torch.stack(refs[: rewards.shape[1]], 1).to(dev) if exact else None
+        if self.world > 1 and self.env.kl_target is not None:  # one β for every rank
+            beta = distributed.mean_over_ranks(self.accelerator, {"beta": self.env.kl_coef})
+            self.env.set_kl_coef(beta["beta"])
         return Rollout(
             ids.to(dev),
             mask.to(dev),
@@ -278,19 +355,13 @@ class PPO:
         reference's ``(n, L, V)`` log-probabilities; without them it is ``None``.
         """
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.policy(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            output_hidden_states=self.critic.on_policy,
-        )
+        logits, values = self.model(ids, mask, pos)  # (n, T, V), (n, T)
         P = ids.shape[1] - L
-        logits = out.logits[:, P - 1 : -1].float() / self.cfg.temperature  # (n, L, V)
+        logits = logits[:, P - 1 : -1].float() / self.cfg.temperature  # (n, L, V)
         logp_all = logits.log_softmax(-1)
         logp = logp_all.gather(2, ids[:, P:, None]).squeeze(2)  # (n, L)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-        hidden = out.hidden_states[-1] if self.critic.on_policy else None
-        values = self.critic(ids, mask, pos, hidden)[:, P - 1 : -1].float()  # (n, L)
+        values = values[:, P - 1 : -1].float()  # (n, L)
         kl = None
         if ref_logprobs is not None:
             kl = (logp_all.exp() * (logp_all - ref_logprobs)).sum(-1)  # (n, L), exact
@@ -304,8 +375,8 @@ class PPO:
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = [torch.randperm(B, generator=self.shuffle) for _ in range(cfg.ppo_epochs)]
-        mb = cfg.minibatch_size
+        order = self.minibatch_order(B)
+        mb = B // cfg.num_minibatches  # this rank's rows of each minibatch
         # Old log-probs and values, minibatched exactly like epoch 0 so that its first
         # minibatch reproduces them bit for bit (ratio exactly 1).
         old_logp, old_values = (
@@ -322,8 +393,9 @@ class PPO:
             # divides the advantages by their std, so β is divided by it too (module docstring).
             kl_weight = ro.kl_coef
             if cfg.whiten_advantages:
-                kl_weight = ro.kl_coef * float(torch.rsqrt(masked_var(adv, m) + 1e-8))
-                adv = whiten(adv, m)
+                mean, var = self._mean_var(adv, m)  # over every rank's rollout
+                kl_weight = ro.kl_coef * float(torch.rsqrt(var + 1e-8))
+                adv = (adv - mean) * torch.rsqrt(var + 1e-8) * m
         stats: dict[str, list[float]] = {
             k: []
             for k in (
@@ -340,6 +412,14 @@ class PPO:
             for k in range(0, B, mb):
                 idx = order[epoch][k : k + mb].to(self.device)
                 mm = m[idx]
+                # Per-token means over the *global* minibatch: this rank's sum divided by the
+                # tokens of all ranks (× N, since DDP averages gradients); masked_mean in one
+                # process (rlhf_gym.agents.distributed, "Loss scale").
+                n_tokens = distributed.sum_over_ranks(self.accelerator, mm.sum()) / self.world
+
+                def mean(x: torch.Tensor, mm: torch.Tensor = mm, n: torch.Tensor = n_tokens):
+                    return (x * mm).sum() / n.clamp(min=1)
+
                 ref = None if ro.ref_logprobs is None else ro.ref_logprobs[idx]
                 logp, entropy, values, kl = self.forward(
                     ro.input_ids[idx], ro.attention_mask[idx], L, ref
@@ -347,18 +427,17 @@ class PPO:
                 log_ratio = (logp - old_logp[idx]) * mm
                 ratio = log_ratio.exp()
                 a = adv[idx]
-                pg_loss = masked_mean(
-                    torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)),
-                    mm,
+                pg_loss = mean(
+                    torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
                 )
                 v_clip = old_values[idx] + (values - old_values[idx]).clamp(
                     -cfg.clip_range_value, cfg.clip_range_value
                 )
-                vf_loss = 0.5 * masked_mean(
-                    torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2), mm
+                vf_loss = 0.5 * mean(
+                    torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
                 )
                 loss = pg_loss + cfg.vf_coef * vf_loss
-                kl_loss = None if kl is None else masked_mean(kl, mm)
+                kl_loss = None if kl is None else mean(kl)
                 if kl_loss is not None:
                     loss = loss + kl_weight * kl_loss
                 with torch.no_grad():
@@ -376,14 +455,16 @@ class PPO:
                         row[tags.KL_LOSS] = kl_loss.item()
                 if first is None:
                     first = dict(row)
-                if not torch.isfinite(loss) or row[tags.RATIO] > cfg.ratio_threshold:
+                bad = not torch.isfinite(loss) or row[tags.RATIO] > cfg.ratio_threshold
+                if self.world > 1:  # every rank skips, or none does (backward all-reduces)
+                    flag = torch.tensor(float(bad), device=self.device)
+                    bad = bool(distributed.sum_over_ranks(self.accelerator, flag) > 0)
+                if bad:
                     skipped += 1  # NaN guard / runaway batch (TRL's ratio_threshold)
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(
-                    [*self.policy.parameters(), *self.critic.parameters()], cfg.max_grad_norm
-                )
+                self.accelerator.backward(loss)
+                self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 if epoch == cfg.ppo_epochs - 1:
                     for key, value in row.items():
@@ -393,7 +474,21 @@ class PPO:
         out[tags.LEARNING_RATE] = lr
         out[tags.LOGPROB_MISMATCH] = masked_mean((ro.logprobs - old_logp).abs(), m).item()
         self.first_minibatch = first  # for the ratio-1 invariant test
-        return out
+        return distributed.mean_over_ranks(self.accelerator, out)
+
+    def minibatch_order(self, rows: int) -> list[torch.Tensor]:
+        """One permutation of the ``rows`` rollout rows per epoch; minibatch ``k`` of an epoch
+        is its ``k``-th slice. Every rank draws the same permutations of its own rows."""
+        return [torch.randperm(rows, generator=self.shuffle) for _ in range(self.cfg.ppo_epochs)]
+
+    def _mean_var(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and unbiased variance of ``x`` over the masked entries of every rank."""
+        if self.world == 1:
+            return masked_mean(x, m), masked_var(x, m)
+        n = distributed.sum_over_ranks(self.accelerator, m.sum())
+        mean = distributed.sum_over_ranks(self.accelerator, (x * m).sum()) / n.clamp(min=1)
+        sq = distributed.sum_over_ranks(self.accelerator, ((x - mean) ** 2 * m).sum())
+        return mean, sq / (n - 1).clamp(min=1)
 
     def learning_rate(self) -> float:
         """The learning rate of the coming update: constant, or with ``anneal_lr`` decayed
@@ -408,9 +503,14 @@ class PPO:
     # ------------------------------------------------------------------ 3. log
     def log(self, ro: Rollout, stats: dict[str, float], sps: float) -> dict[str, float]:
         """Add the rollout's objective scalars to the update's ``stats``; write TensorBoard."""
+        episodes = ro.episodes.scalars(ro.kl_coef)
+        if self.world > 1:  # every scalar is a mean over equal shares of rows: exact
+            episodes = distributed.mean_over_ranks(self.accelerator, episodes)
+            tokens = torch.tensor(float(ro.tokens), device=self.device)
+            sps *= float(distributed.sum_over_ranks(self.accelerator, tokens)) / max(ro.tokens, 1)
         stats = {
             **stats,
-            **ro.episodes.scalars(ro.kl_coef),
+            **episodes,
             tags.STEPS_PER_SECOND: sps,
             tags.EPISODES: float(self.episodes_seen),
         }
@@ -449,13 +549,83 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_idx, self.episodes_seen = state["update_idx"], state["episodes_seen"]
         self.sampler.generator.set_state(state["sampler_rng"])
+        if self.rank > 0:  # the checkpoint holds rank 0's generator: the others draw afresh
+            seed = self.cfg.seed + 1_000_003 * self.rank + 7_919 * self.update_idx
+            self.sampler.generator.manual_seed(seed)
         self.shuffle.set_state(state["shuffle_rng"])
         torch.set_rng_state(state["torch_rng"])
         if self.env.kl_target is not None:
             self.env.set_kl_coef(state["kl_coef"])
 
+    def save_policy(self, directory: str | Path) -> None:
+        """Save the policy for a checkpoint: the whole model, or with LoRA only the adapter
+        (its base named by path, :mod:`rlhf_gym.agents.lora`); the tokenizer beside it."""
+        if self.peft_model is None:
+            self.policy.save_pretrained(directory)
+        else:
+            from rlhf_gym.agents import lora
+
+            lora.save_adapter(self.peft_model, directory, self.base_model_path)
+        self.env.tokenizer.save_pretrained(directory)
+
+    def load_policy(self, directory: str | Path) -> None:
+        """Load the weights :meth:`save_policy` wrote into this agent's policy, in place."""
+        from rlhf_gym.agents import lora
+
+        if (self.peft_model is None) == lora.is_adapter(directory):
+            saved, mine = (
+                ("a LoRA adapter", "full fine-tuning")
+                if self.peft_model is None
+                else ("a whole model", f"LoRA (lora_r={self.cfg.lora_r})")
+            )
+            raise ValueError(f"{directory} holds {saved}, but this run uses {mine}")
+        if self.peft_model is not None:
+            lora.load_adapter_weights(self.peft_model, directory)
+            return
+        from transformers import AutoModelForCausalLM
+
+        saved_model = AutoModelForCausalLM.from_pretrained(directory)
+        self.policy.load_state_dict(saved_model.state_dict())
+
 
 # ---------------------------------------------------------------------- models
+class ActorCritic(nn.Module):
+    """The policy and its critic as one module: what the update differentiates (and what
+    ``accelerate`` wraps for several processes or mixed precision)."""
+
+    def __init__(self, policy: nn.Module, critic: Critic) -> None:
+        super().__init__()
+        self.policy, self.critic = policy, critic
+
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(n, T, V)`` and values ``(n, T)`` at every position."""
+        on_policy = self.critic.on_policy
+        out = self.policy(
+            input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=on_policy
+        )
+        hidden = out.hidden_states[-1] if on_policy else None
+        return out.logits, self.critic(ids, mask, pos, hidden)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each transformer layer's activations in the backward pass (less memory).
+
+    Transformers checkpoints a layer only in training mode, but the policy stays in eval mode
+    (dropout off: see the module docstring). So only the checkpointed layers themselves are
+    flagged as training; their dropout submodules stay off, and the logits are unchanged.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"gradient_checkpointing: {type(model).__name__} does not support it in transformers"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True:
+            module.training = True  # this flag only: children (dropout) keep eval mode
+
+
 class Critic(nn.Module):
     """Per-position values: a zero-initialised head on the policy, or a reward-model copy."""
 

@@ -572,6 +572,22 @@ def _reference_rows(model: Any, num_rows: int, pad: int, context: int) -> Refere
     return IncrementalLM(model, num_rows, pad)
 
 
+def load_reference(
+    model: Any = "default",
+    task: str = "sentiment",
+    tokenizer: Any = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+) -> tuple[Any, Any]:
+    """The frozen model and tokenizer that ``gym.make(..., model=model)`` loads as its reference.
+
+    The same code path and errors as the environment's; for an agent that builds its reference
+    itself (LoRA's adapter-disabled reference, :mod:`rlhf_gym.agents.lora`).
+    """
+    dev = resolve_device(device)
+    return _load_policy_model(task_model(model, task), tokenizer, dev, resolve_dtype(dtype, dev))
+
+
 def _load_policy_model(model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> tuple:
     if isinstance(model, str):
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,0 +1,117 @@
+"""Several processes through Hugging Face ``accelerate``: who is who, and what ranks must agree on.
+
+rlhf-gym has no launcher, collective or parameter server of its own. A run started by
+``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N`` (DDP; DeepSpeed
+ZeRO-1/2 through an accelerate config file) gives each process a rank; ``accelerate`` reads it
+from the environment variables those launchers set, picks the backend (NCCL on GPUs, gloo on
+CPUs) and wraps the trained module so that ``backward()`` all-reduces its gradients.
+
+What PPO does with it (:mod:`rlhf_gym.agents.ppo`):
+
+* **Rows.** ``num_envs`` is the *global* batch: each rank runs its own vector environment of
+  ``num_envs / N`` rows (and ``num_envs / (N·num_minibatches)`` rows per minibatch), so the
+  update sees the same global batch as one process would. A world size that does not divide
+  them is an error.
+* **Loss scale.** Each per-token mean is a sum over the rank's tokens divided by the *global*
+  token count of the minibatch (times ``N``, since DDP averages gradients): the gradient is
+  that of one process on the global minibatch (``tests/test_distributed.py``).
+* **Seeds.** Rank ``r`` draws its prompts from the episode seeds one process would give its
+  rows ``r·B/N … (r+1)·B/N − 1``; it samples tokens with the seed ``seed + 1,000,003·r``
+  (rank 0's equals a one-process run's). Weights start equal on every rank (same torch seed;
+  DDP also broadcasts rank 0's). Minibatch order: the same permutation of local rows on
+  every rank.
+* **Main process only.** TensorBoard, checkpoints, the progress bar and the held-out
+  evaluation run on rank 0; logged scalars are averaged over ranks.
+* **Agreement.** Every rank's config must be equal (checked at start: the message names the
+  fields that differ).
+
+Only PPO trains with several processes; the other agents say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def world_size() -> int:
+    """The number of processes of this run, from the launcher's ``WORLD_SIZE`` (1 if none)."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (always true without a launcher)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def make_accelerator(device: str, mixed_precision: str) -> Any:
+    """An ``accelerate.Accelerator`` for ``device`` (``"cpu"`` selects gloo across processes).
+
+    Device placement stays the agent's: the environment decides where its models live, and
+    ``prepare`` does not move them.
+    """
+    from accelerate import Accelerator
+
+    from rlhf_gym.envs.lm import resolve_device
+
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if not cpu and device != "auto":
+        resolve_device(device)  # a clear error for a bad device name
+    if mixed_precision == "fp16" and cpu:
+        raise ValueError("mixed_precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, device_placement=False)
+
+
+def check_same_config(accelerator: Any, config: Any) -> None:
+    """Raise ``ValueError`` on every rank if any rank's config differs from rank 0's."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    mine = dataclasses.asdict(config)
+    everyone = gather_object([mine])
+    differ = sorted({k for other in everyone for k in mine if other.get(k) != everyone[0].get(k)})
+    if differ:
+        raise ValueError(
+            "the ranks were started with different configs (fields "
+            f"{differ}: {[{k: o.get(k) for k in differ} for o in everyone]}); every process "
+            "must get the same options"
+        )
+
+
+def check_divisible(num_envs: int, num_minibatches: int, world: int) -> None:
+    """Raise ``ValueError`` unless ``world`` processes can share the batch and its minibatches."""
+    if num_envs % (world * num_minibatches):
+        raise ValueError(
+            f"num_envs={num_envs} (the global batch) must be divisible by the number of "
+            f"processes ({world}) × num_minibatches ({num_minibatches}) = "
+            f"{world * num_minibatches}, so that every rank gets equal rows and minibatches"
+        )
+
+
+def mean_over_ranks(accelerator: Any, stats: dict[str, float]) -> dict[str, float]:
+    """``stats`` averaged over the ranks (unchanged in one process); same keys on every rank."""
+    if accelerator.num_processes == 1 or not stats:
+        return stats
+    keys = sorted(stats)
+    values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    values = accelerator.reduce(values.to(accelerator.device), reduction="mean").cpu()
+    return {k: float(v) for k, v in zip(keys, values, strict=True)}
+
+
+def sum_over_ranks(accelerator: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x`` summed over the ranks (``x`` itself in one process)."""
+    if accelerator.num_processes == 1:
+        return x
+    return accelerator.reduce(x.detach().clone(), reduction="sum")
