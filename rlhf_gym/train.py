@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_gym.agents import AGENTS, agent_class, checkpoint, tags
+from rlhf_gym.agents import AGENTS, agent_class, checkpoint, distributed, tags
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.config import heldout_prompts
 from rlhf_gym.evaluate import evaluate
@@ -69,19 +69,30 @@ def train(
 
     agent_cls = agent_class(agent_name)
     check_output_path(logdir, "--logdir", "directory")
+    world, main = distributed.world_size(), distributed.is_main_process()
+    if world > 1 and not getattr(agent_cls, "multi_process", False):
+        raise ValueError(
+            f"--agent {agent_name} trains in one process, but this run was launched with "
+            f"{world} (WORLD_SIZE); multi-process training is PPO's (--agent ppo)"
+        )
+    quiet = quiet or not main  # rank 0 alone prints, logs, checkpoints and evaluates
     out = (lambda *a: None) if quiet else print
     run_dir = Path(logdir) / f"{cfg.env_id}__{agent_name}__{cfg.seed}__{int(time.time())}"
     if resume is not None:
         resumed_from = checkpoint.resolve(resume, allow_pickle=allow_pickle)
         run_dir = resumed_from.parent.parent  # keep writing into the same run
-    writer = make_writer(run_dir)
+    writer = make_writer(run_dir) if main else None
     agent = agent_cls(cfg, writer=writer, env_kwargs=env_kwargs)
     if resume is not None:
         checkpoint.load(resumed_from, agent, allow_pickle=allow_pickle)
         out(f"resumed from {resumed_from} at update {agent.update_idx}")
     out(f"run directory: {run_dir}")
-    before = held_out(cfg, None, eval_episodes, env_kwargs) if agent.update_idx == 0 else None
+    before = None
+    if main and agent.update_idx == 0:
+        before = held_out(cfg, None, eval_episodes, env_kwargs)
     final = _train_with_checkpoints(agent, agent_name, cfg, run_dir, writer, quiet)
+    if not main:
+        return {"run_dir": str(run_dir), "rank": distributed.rank()}
     after = held_out(cfg, agent.policy, eval_episodes, env_kwargs)
     summary = {
         "run_dir": str(run_dir),
@@ -100,8 +111,11 @@ def train(
 def _train_with_checkpoints(
     agent: Any, agent_name: str, cfg: Any, run_dir: Path, writer: Any, quiet: bool
 ) -> Path:
-    """``agent.train`` with a progress bar and checkpoints (also on Ctrl-C); the last one."""
+    """``agent.train`` with a progress bar and checkpoints (also on Ctrl-C); the last one.
+    Checkpoints are written by rank 0 alone (``writer`` is ``None`` on the other ranks)."""
     progress = None if quiet else progress_bar(cfg.num_updates, agent.update_idx)
+    save = distributed.is_main_process()
+    final = Path(run_dir) / "checkpoints"
 
     def after_update(a: Any, stats: dict[str, float]) -> None:
         if progress is not None:
@@ -110,12 +124,14 @@ def _train_with_checkpoints(
                 refresh=False,  # update() redraws
             )
             progress.update(1)
-        if cfg.checkpoint_every and a.update_idx % cfg.checkpoint_every == 0:
+        if save and cfg.checkpoint_every and a.update_idx % cfg.checkpoint_every == 0:
             checkpoint.save(run_dir, a)
 
     try:
         agent.train(callback=after_update)
     except KeyboardInterrupt:
+        if not save:
+            raise
         path = checkpoint.save(run_dir, agent)
         print(
             f"\ninterrupted: checkpoint written to {path}; continue with "
@@ -126,8 +142,9 @@ def _train_with_checkpoints(
     finally:
         if progress is not None:
             progress.close()
-        writer.close()
-    return checkpoint.save(run_dir, agent)
+        if writer is not None:
+            writer.close()
+    return checkpoint.save(run_dir, agent) if save else final
 
 
 def progress_bar(total: int, start_at: int = 0) -> Any:

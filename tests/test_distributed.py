@@ -122,4 +122,6 @@ def test_world_size_must_divide_the_batch_and_minibatches() -> None:
 
 def test_fp16_on_the_cpu_is_refused() -> None:
     with pytest.raises(ValueError, match="fp16"):
-        distributed.make_accelerator("cpu", "fp16")
+        distributed.autocast_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="fp16"):
+        PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=4, mixed_precision="fp16", device="cpu"))

@@ -558,6 +558,8 @@ def validate(checkpoint_dir: str | Path, allow_pickle: bool = False) -> dict[str
     if not isinstance(files, dict):
         raise ValueError(f"{marker}: no list of files")
     for part in ("policy/config.json", STATE_JSON, STATE_TENSORS):
+        if part == "policy/config.json" and "policy/adapter_config.json" in files:
+            continue  # a LoRA adapter (rlhf_gym.agents.lora) instead of a whole model
         if part not in files:
             raise ValueError(f"{marker}: does not list {part}")
     for part, size in files.items():

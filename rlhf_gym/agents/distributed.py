@@ -31,6 +31,7 @@ Only PPO trains with several processes; the other agents say so.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -40,27 +41,38 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 def world_size() -> int:
     """The number of processes of this run, from the launcher's ``WORLD_SIZE`` (1 if none)."""
-    import os
-
     try:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError:
         return 1
 
 
+def rank() -> int:
+    """This process's rank, from the launcher's ``RANK`` (0 without a launcher)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def is_main_process() -> bool:
     """Whether this process is rank 0 (always true without a launcher)."""
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
+    return rank() == 0
 
 
-def make_accelerator(device: str, mixed_precision: str) -> Any:
-    """An ``accelerate.Accelerator`` for ``device`` (``"cpu"`` selects gloo across processes).
+def make_accelerator(device: str) -> Any:
+    """With several processes, an ``accelerate.Accelerator`` (``"cpu"``: gloo); in one process,
+    :class:`OneProcess`, which has the few members the agents use and no global state.
 
-    Device placement stays the agent's: the environment decides where its models live, and
-    ``prepare`` does not move them.
+    ``accelerate`` keeps one state per process that a second ``Accelerator`` may not change
+    (device kind, mixed precision), while one process may build several agents with different
+    settings (``rlhf-gym compare``, the notebooks): so one process does not go through it.
+    Device placement stays the agent's (the environment decides where its models live), and
+    mixed precision is the agent's own autocast (``accelerate launch --mixed_precision`` is
+    honoured on top of it).
     """
+    if world_size() == 1:
+        return OneProcess()
     from accelerate import Accelerator
 
     from rlhf_gym.envs.lm import resolve_device
@@ -68,9 +80,40 @@ def make_accelerator(device: str, mixed_precision: str) -> Any:
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if not cpu and device != "auto":
         resolve_device(device)  # a clear error for a bad device name
-    if mixed_precision == "fp16" and cpu:
+    return Accelerator(cpu=cpu, device_placement=False)
+
+
+class OneProcess:
+    """The members of ``accelerate.Accelerator`` the agents use, for a run of one process."""
+
+    process_index = 0
+    num_processes = 1
+    is_main_process = True
+
+    def prepare(self, *objects: Any) -> Any:
+        """The objects themselves (nothing to wrap)."""
+        return objects if len(objects) > 1 else objects[0]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``."""
+        loss.backward()
+
+    def clip_grad_norm_(self, parameters: Any, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_``."""
+        return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+
+
+def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``mixed_precision`` on ``device`` (``None`` for ``"no"``)."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} is not one of {list(MIXED_PRECISION)}"
+        )
+    if mixed_precision == "no":
+        return None
+    if mixed_precision == "fp16" and device.type != "cuda":
         raise ValueError("mixed_precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, device_placement=False)
+    return torch.bfloat16 if mixed_precision == "bf16" else torch.float16
 
 
 def check_same_config(accelerator: Any, config: Any) -> None:

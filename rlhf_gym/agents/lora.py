@@ -30,8 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +83,8 @@ def wrap(model: nn.Module, r: int, alpha: float, target_modules: str) -> Any:
     )
     model.requires_grad_(False)
     try:
-        wrapped = peft.get_peft_model(model, config)
+        with _peft_quietly():
+            wrapped = peft.get_peft_model(model, config)
     except ValueError as e:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _linear(m)})
         raise ValueError(
@@ -90,6 +94,14 @@ def wrap(model: nn.Module, r: int, alpha: float, target_modules: str) -> Any:
         ) from e
     wrapped.eval()  # dropout off, also while training
     return wrapped
+
+
+@contextlib.contextmanager
+def _peft_quietly() -> Iterator[None]:
+    """peft reads a property transformers 5 deprecated (``is_gradient_checkpointing``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
 
 
 def _linear(module: nn.Module) -> bool:
@@ -188,7 +200,8 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not is_adapter(adapter_dir):
         raise ValueError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
-    model = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir))
+    with _peft_quietly():
+        model = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir))
     merged = model.merge_and_unload()
     merged.save_pretrained(str(out_dir))
     if (adapter_dir / "tokenizer_config.json").is_file():

@@ -214,13 +214,14 @@ class PPO:
 
     agent_name = "ppo"
     config_class = PPOConfig
+    multi_process = True  # trains under torchrun / accelerate launch (agents/distributed.py)
 
     def __init__(
         self, config: PPOConfig, writer: Any = None, env_kwargs: dict[str, Any] | None = None
     ) -> None:
         self.cfg, self.writer = config, writer
         # One process, or one rank of several (rlhf_gym.agents.distributed: rows, seeds, sums).
-        self.accelerator = distributed.make_accelerator(config.device, config.mixed_precision)
+        self.accelerator = distributed.make_accelerator(config.device)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         distributed.check_divisible(config.num_envs, config.num_minibatches, self.world)
         distributed.check_same_config(self.accelerator, config)
@@ -251,11 +252,14 @@ class PPO:
             enable_gradient_checkpointing(self.policy)
         self.env.set_policy(self.sampler)  # the env reads the logits we sampled from
         # The module the update differentiates: DDP-wrapped (gradients all-reduced in
-        # backward) with several processes, autocast with mixed precision, itself otherwise.
-        model = ActorCritic(self.policy, self.critic)
+        # backward) with several processes, itself in one.
+        autocast = distributed.autocast_dtype(config.mixed_precision, self.device)
+        model = ActorCritic(self.policy, self.critic, autocast)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # float16 gradients underflow without loss scaling; bfloat16 and float32 need none.
+        self.scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
 
@@ -463,9 +467,16 @@ class PPO:
                     skipped += 1  # NaN guard / runaway batch (TRL's ratio_threshold)
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
-                self.accelerator.backward(loss)
-                self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                if self.scaler is None:
+                    self.accelerator.backward(loss)
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                else:  # float16: scaled loss, unscaled gradients clipped, inf steps skipped
+                    self.accelerator.backward(self.scaler.scale(loss))
+                    self.scaler.unscale_(self.optimizer)
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 if epoch == cfg.ppo_epochs - 1:
                     for key, value in row.items():
                         stats.setdefault(key, []).append(value)
@@ -593,17 +604,33 @@ class ActorCritic(nn.Module):
     """The policy and its critic as one module: what the update differentiates (and what
     ``accelerate`` wraps for several processes or mixed precision)."""
 
-    def __init__(self, policy: nn.Module, critic: Critic) -> None:
+    def __init__(
+        self, policy: nn.Module, critic: Critic, autocast: torch.dtype | None = None
+    ) -> None:
         super().__init__()
-        self.policy, self.critic = policy, critic
+        self.policy, self.critic, self.autocast = policy, critic, autocast
 
     def forward(
         self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, T, V)`` and values ``(n, T)`` at every position."""
+        """Logits ``(n, T, V)`` and values ``(n, T)`` at every position (under autocast with
+        mixed precision: weights stay in their dtype, matrix products run in ``autocast``)."""
+        device = ids.device.type
+        with torch.autocast(
+            device, dtype=self.autocast or torch.float32, enabled=bool(self.autocast)
+        ):
+            return self._forward(ids, mask, pos)
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         on_policy = self.critic.on_policy
         out = self.policy(
-            input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=on_policy
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            output_hidden_states=on_policy,
+            use_cache=False,  # one pass over whole sequences: no KV cache to keep
         )
         hidden = out.hidden_states[-1] if on_policy else None
         return out.logits, self.critic(ids, mask, pos, hidden)
@@ -620,9 +647,15 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
         raise ValueError(
             f"gradient_checkpointing: {type(model).__name__} does not support it in transformers"
         )
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
     for module in model.modules():
-        if getattr(module, "gradient_checkpointing", False) is True:
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
             module.training = True  # this flag only: children (dropout) keep eval mode
 
 
