@@ -219,6 +219,19 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_merge(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    parser.add_argument("adapter", help="a LoRA checkpoint's policy/ directory (an adapter)")
+    parser.add_argument("out", help="where to write the merged, standalone model")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from rlhf_gym.agents.lora import merge_adapter
+
+    check_output_path(args.out, "out", "directory")
+    print(merge_adapter(args.adapter, args.out))
+    return 0
+
+
 def _add_build_default(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     # `main` hands everything after "build-default" to build.main (its own parser and --help)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
@@ -303,6 +316,11 @@ COMMANDS: dict[str, tuple[str, Setup, Callable[[argparse.Namespace], int]]] = {
         _sft,
     ),
     "label": ("the labeling page: compare pairs of responses in a browser", _add_label, _label),
+    "merge": (
+        "fold a LoRA checkpoint's adapter into its base model (a standalone model directory)",
+        _add_merge,
+        _merge,
+    ),
     "build-default": ("rebuild the embedded default models", _add_build_default, _build_default),
 }
 """name → (help, add its options to a parser, run it)."""

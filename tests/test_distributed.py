@@ -27,11 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=2 tests/distributed_worker.py ARGS``."""
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` (by default the worker script)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if not args or not args[0].startswith("-"):
+        args = (str(ROOT / "tests" / "distributed_worker.py"), *args)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(ROOT / "tests" / "distributed_worker.py"), *args,
+        *args,
     ]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -114,6 +116,26 @@ def test_two_ranks_end_equal_to_each_other_and_to_one_process(two_process_run: P
     assert moved > 1e-3  # the weights did move: the comparison is not of two initial states
 
 
+def test_rlhf_gym_train_under_torchrun_logs_and_checkpoints_once(tmp_path: Path) -> None:
+    done = torchrun(
+        "-m", "rlhf_gym.cli", "train", "--env", "RLHFToy-v0", "--num-envs", "8",
+        "--total-episodes", "16", "--logdir", str(tmp_path), "--eval-episodes", "8",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list(tmp_path.iterdir())
+    assert len(runs) == 1  # rank 0 alone writes
+    assert len(list(runs[0].glob("events.out.tfevents.*"))) == 1
+    assert (runs[0] / "checkpoints" / "update_000002" / "checkpoint.json").is_file()
+    assert done.stdout.count("held-out") == 1  # one summary, printed by rank 0
+
+    refused = torchrun(
+        "-m", "rlhf_gym.cli", "train", "--agent", "qlearning", "--env", "RLHFToy-v0",
+        "--logdir", str(tmp_path / "q"),
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "multi-process training is PPO's" in refused.stderr
+
+
 def test_world_size_must_divide_the_batch_and_minibatches() -> None:
     with pytest.raises(ValueError, match=r"num_envs=12 .* processes \(8\) × num_minibatches"):
         distributed.check_divisible(12, 4, 8)
@@ -125,3 +147,25 @@ def test_fp16_on_the_cpu_is_refused() -> None:
         distributed.autocast_dtype("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="fp16"):
         PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=4, mixed_precision="fp16", device="cpu"))
+
+
+def test_weight_sharding_engines_are_refused_with_the_reason() -> None:
+    from types import SimpleNamespace
+
+    def fake(kind: str, stage: int | None = None) -> SimpleNamespace:
+        plugin = (
+            None
+            if stage is None
+            else SimpleNamespace(deepspeed_config={"zero_optimization": {"stage": stage}})
+        )
+        return SimpleNamespace(
+            distributed_type=f"DistributedType.{kind}",
+            state=SimpleNamespace(deepspeed_plugin=plugin),
+        )
+
+    with pytest.raises(ValueError, match="FSDP shards the weights"):
+        distributed.check_sharding(fake("FSDP"))
+    with pytest.raises(ValueError, match="ZeRO-3 shards the weights"):
+        distributed.check_sharding(fake("DEEPSPEED", 3))
+    distributed.check_sharding(fake("MULTI_GPU"))
+    distributed.check_sharding(fake("DEEPSPEED", 2))

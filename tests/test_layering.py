@@ -19,6 +19,8 @@ FORBIDDEN = (
     "argparse",
     "tqdm",
     "rich",
+    "peft",  # LoRA's adapter-off reference reaches the env as a reference object
+    "accelerate",  # several processes are the agents' business
 )
 
 

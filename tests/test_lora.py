@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import rlhf_gym  # noqa: F401
+from rlhf_gym import cli
 from rlhf_gym.agents import checkpoint, lora
 from rlhf_gym.agents.ppo import PPO, PPOConfig, enable_gradient_checkpointing
 from rlhf_gym.envs.lm import DATA_DIR
@@ -84,7 +85,8 @@ def test_checkpoint_holds_the_adapter_loads_everywhere_and_merges(tmp_path) -> N
         torch.testing.assert_close(loaded(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
         env = gym.make("RLHF-v0", model=str(policy_dir), device="cpu")  # the env's loader
         assert env.unwrapped.vocab_size == agent.env.vocab_size
-        merged = lora.merge_adapter(policy_dir, tmp_path / "merged")
+        assert cli.main(["merge", str(policy_dir), str(tmp_path / "merged")]) == 0
+        merged = tmp_path / "merged"
         assert not lora.is_adapter(merged)
         plain = AutoModelForCausalLM.from_pretrained(merged)
         torch.testing.assert_close(plain(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
@@ -111,6 +113,7 @@ def test_bad_lora_input_is_named(tmp_path) -> None:
         checkpoint.load(path, lora_agent())
     with pytest.raises(ValueError, match="no adapter_config.json"):
         lora.merge_adapter(path / "policy", tmp_path / "out")
+    assert cli.main(["merge", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
 
 
 def test_gradient_checkpointing_recomputes_and_changes_no_gradient() -> None:

@@ -1,10 +1,11 @@
 """Several processes through Hugging Face ``accelerate``: who is who, and what ranks must agree on.
 
 rlhf-gym has no launcher, collective or parameter server of its own. A run started by
-``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N`` (DDP; DeepSpeed
-ZeRO-1/2 through an accelerate config file) gives each process a rank; ``accelerate`` reads it
-from the environment variables those launchers set, picks the backend (NCCL on GPUs, gloo on
-CPUs) and wraps the trained module so that ``backward()`` all-reduces its gradients.
+``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N`` gives each process a
+rank; ``accelerate`` reads it from the environment variables those launchers set, picks the
+backend (NCCL on GPUs, gloo on CPUs) and wraps the trained module in DDP so that
+``backward()`` all-reduces its gradients. Weight-sharding engines (FSDP, DeepSpeed ZeRO-3) are
+refused with the reason (:func:`check_sharding`); ZeRO-1/2 are not refused but not tested.
 
 What PPO does with it (:mod:`rlhf_gym.agents.ppo`):
 
@@ -80,7 +81,28 @@ def make_accelerator(device: str) -> Any:
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     if not cpu and device != "auto":
         resolve_device(device)  # a clear error for a bad device name
-    return Accelerator(cpu=cpu, device_placement=False)
+    accelerator = Accelerator(cpu=cpu, device_placement=False)
+    check_sharding(accelerator)
+    return accelerator
+
+
+def check_sharding(accelerator: Any) -> None:
+    """Refuse what shards the *weights* (FSDP, DeepSpeed ZeRO-3): each rank samples its rows
+    token by token with the whole policy, at its own pace (its responses end when they end),
+    so no rank may need another's shard mid-rollout. DDP and ZeRO-1/2 (which shard gradients
+    and optimizer states only) keep whole weights on every rank."""
+    kind = str(getattr(accelerator, "distributed_type", ""))
+    stage = None
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        stage = plugin.deepspeed_config.get("zero_optimization", {}).get("stage")
+    if kind.endswith("FSDP") or stage == 3:
+        what = "FSDP" if kind.endswith("FSDP") else "DeepSpeed ZeRO-3"
+        raise ValueError(
+            f"{what} shards the weights, but each rank's rollout samples with the whole "
+            "policy; use DDP (accelerate's multi-GPU config), and LoRA (--lora-r), gradient "
+            "checkpointing or bf16 weights to fit a larger model on each GPU"
+        )
 
 
 class OneProcess:

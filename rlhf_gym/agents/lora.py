@@ -198,6 +198,8 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     from transformers import AutoTokenizer
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"{adapter_dir}: no such directory")
     if not is_adapter(adapter_dir):
         raise ValueError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
     with _peft_quietly():
