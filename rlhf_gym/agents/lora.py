@@ -126,11 +126,11 @@ class _AdapterOff(nn.Module):
         base = peft_model.get_base_model()
         self.config = base.config
         params = inspect.signature(base.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_name = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, *args: Any, cache: Any = None, **kwargs: Any) -> Any:
         """The base model's outputs; ``cache`` is the KV cache (whatever transformers names it)."""
-        kwargs[self._cache_kw] = cache
+        kwargs[self.cache_name] = cache
         with self.peft_model.disable_adapter():
             return self.peft_model.get_base_model()(*args, **kwargs)
 

@@ -619,11 +619,12 @@ class ActorCritic(nn.Module):
         with torch.autocast(
             device, dtype=self.autocast or torch.float32, enabled=bool(self.autocast)
         ):
-            return self._forward(ids, mask, pos)
+            return self.logits_and_values(ids, mask, pos)
 
-    def _forward(
+    def logits_and_values(
         self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without autocast."""
         on_policy = self.critic.on_policy
         out = self.policy(
             input_ids=ids,
