@@ -169,3 +169,12 @@ def test_weight_sharding_engines_are_refused_with_the_reason() -> None:
         distributed.check_sharding(fake("DEEPSPEED", 3))
     distributed.check_sharding(fake("MULTI_GPU"))
     distributed.check_sharding(fake("DEEPSPEED", 2))
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "ddp_two_nodes.yaml"])
+def test_the_documented_accelerate_configs_are_valid(name: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "examples" / "accelerate" / name))
+    assert str(config.distributed_type).endswith("MULTI_GPU")
+    assert config.num_processes >= 2

@@ -38,6 +38,13 @@ stay in eval mode while training: dropout makes log-probabilities random, a clas
 negative KL estimates), pad distinct from EOS, masks on every forward pass. Test invariant: the
 first minibatch of the first epoch has ratio exactly 1, approx-KL 0 and clip fraction 0.
 
+Scale (``docs/design.md``, "Scale"). Under ``torchrun``/``accelerate launch`` each rank collects
+its share of the ``num_envs`` rows and the update's module (:class:`ActorCritic`) is DDP-wrapped;
+per-token means divide by the global token count, so the gradient is one process's on the
+global batch (:mod:`.distributed`). With ``lora_r > 0`` the policy trains ``peft`` adapters and
+the environment's reference is the same weights with the adapter off (:mod:`.lora`).
+``gradient_checkpointing`` and ``mixed_precision`` trade time for memory in the update.
+
 The outer loop (collect → update → log, counting, callbacks) is :func:`.loop.train`; what
 every agent shares (config fields, episode summaries, TensorBoard writing, the policy
 copy) lives in the small modules beside this one.
