@@ -100,6 +100,14 @@ def test_checkpoint_holds_the_adapter_loads_everywhere_and_merges(tmp_path) -> N
     assert resumed.update_idx == agent.update_idx
 
 
+def test_lora_defaults_to_a_tenfold_learning_rate() -> None:
+    assert PPOConfig().base_lr == 1e-4
+    assert PPOConfig(lora_r=8).base_lr == 1e-3
+    assert PPOConfig(lora_r=8, learning_rate=3e-4).base_lr == 3e-4
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        PPOConfig(learning_rate=0.0)
+
+
 def test_bad_lora_input_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"lora_target_modules='q_proj' does not fit .*c_attn"):
         lora_agent(lora_target_modules="q_proj")
