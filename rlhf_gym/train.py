@@ -168,7 +168,9 @@ def make_writer(run_dir: Path) -> Any:
 def held_out(cfg: Any, policy: Any, episodes: int, env_kwargs: dict[str, Any] | None) -> Any:
     """:func:`rlhf_gym.evaluate.evaluate` of ``policy`` (``None``: the reference) on the task's
     held-out prompts, with the config's environment and temperature."""
-    kw = {k: v for k, v in cfg.env_kwargs().items() if k not in ("kl_estimator",)}
+    # The held-out env is the evaluation's own: its KL is exact and its reference steps along
+    # (the reference baseline samples from it), whatever the training env used.
+    kw = {k: v for k, v in cfg.env_kwargs().items() if k not in ("kl_estimator", "reference_pass")}
     prompts = heldout_prompts(cfg.env_id)
     if prompts is not None:
         kw["prompts"] = prompts

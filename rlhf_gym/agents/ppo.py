@@ -144,6 +144,11 @@ class PPOConfig(AgentConfig):
     mixed_precision: str = _f(
         "no", "autocast of the update's forward passes: no, bf16 or fp16 (CUDA only)"
     )
+    reference_pass: str = _f(
+        "deferred",
+        "the env's reference: deferred (one pass over each finished response; PPO rebuilds "
+        "the per-token rewards from the last step's info) or per_step",
+    )
 
     def validate(self) -> None:
         """The shared checks, then PPO's own (epochs, minibatches, critic, temperature)."""
@@ -169,6 +174,10 @@ class PPOConfig(AgentConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if self.reference_pass not in ("per_step", "deferred"):
+            raise ValueError(
+                f"reference_pass={self.reference_pass!r} is not one of ['per_step', 'deferred']"
+            )
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
                 f"mixed_precision={self.mixed_precision!r} is not one of {list(MIXED_PRECISION)}"
@@ -206,6 +215,7 @@ class PPOConfig(AgentConfig):
         kw = super().env_kwargs()
         if self.kl_target > 0:
             kw.update(kl_target=self.kl_target, kl_horizon=self.horizon)
+        kw["reference_pass"] = self.reference_pass
         return kw
 
 
@@ -338,10 +348,12 @@ class PPO:
         # Rank r's rows get the episode seeds of one process's rows r·B … (r+1)·B − 1.
         seed = cfg.seed * 1_000_003 + self.update_idx * cfg.num_envs + self.rank * B
         exact = cfg.kl_estimator == "full"
+        deferred = cfg.reference_pass == "deferred"
         refs: list[torch.Tensor] = []  # step t: (B, V) log π_ref at every row's state
+        ref_rows: list[torch.Tensor | None] = [None] * B  # deferred: (L_i, V) per row
 
         def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-            if exact:  # read before the step moves the reference on (free: the env keeps it)
+            if exact and not deferred:  # read before the step moves the reference on (free)
                 refs.append(self.env.reference_logits.float().log_softmax(-1))
             return self.sampler.act(obs)
 
@@ -357,6 +369,11 @@ class PPO:
                 rews[i].append(float(step.rewards[i]))
             for i in step.finished:
                 finals[i] = row_info(step.info, i)
+                if deferred:  # the per-step rewards, rebuilt from the last step's arrays
+                    beta = float(step.info["kl_coef"][i])
+                    rews[i] = [0.0 - beta * float(k) for k in step.info["kl_per_token"][i]]
+                    rews[i][-1] += float(finals[i]["score"])
+                    ref_rows[i] = step.info["ref_logprobs"][i] if exact else None
         if cfg.missing_eos_penalty:
             for i in range(B):
                 if acts[i][-1] != self.env.eos_token_id:
@@ -367,7 +384,14 @@ class PPO:
         dev = self.device
         # Every row starts at step 0, so step t holds each row's t-th response state; the
         # rollout lasts as many steps as its longest response.
-        ref = torch.stack(refs[: rewards.shape[1]], 1).to(dev) if exact else None
+        ref = None
+        if exact and deferred:
+            ref = torch.zeros((B, rewards.shape[1], self.env.vocab_size), device=dev)
+            for i, rows in enumerate(ref_rows):
+                assert rows is not None
+                ref[i, : rows.shape[0]] = rows.to(dev)
+        elif exact:
+            ref = torch.stack(refs[: rewards.shape[1]], 1).to(dev)
         if self.world > 1 and self.env.kl_target is not None:  # one β for every rank
             beta = distributed.mean_over_ranks(self.accelerator, {"beta": self.env.kl_coef})
             self.env.set_kl_coef(beta["beta"])

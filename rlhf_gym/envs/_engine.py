@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhf_gym.envs.kl import KL_ESTIMATORS, AdaptiveKLController, estimate_kl
+from rlhf_gym.envs.kl import KL_ESTIMATORS, AdaptiveKLController, estimate_kl, sampled_kl
 from rlhf_gym.envs.lm import ReferenceRows
 from rlhf_gym.envs.policy import ActingPolicy
 from rlhf_gym.envs.rewards import FunctionReward, RewardModel, callable_name, score_responses
 
 REWARD_FORMS: tuple[str, ...] = ("kl", "ref_logprob")
+REFERENCE_PASSES: tuple[str, ...] = ("per_step", "deferred")
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,9 @@ class Engine:
         scoring: the reward definition.
         vocab_size, eos_token_id, pad_token_id, max_new_tokens, max_prompt_tokens: sizes.
         policy: the acting policy (``action_logits``), or ``None``.
+        reference_pass: ``"per_step"`` (the reference decodes along, every step's reward
+            carries its KL) or ``"deferred"`` (one reference pass over each finished
+            response; the KL arrives at the last step: see the environment docstring).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class Engine:
         max_new_tokens: int,
         max_prompt_tokens: int,
         policy: ActingPolicy | None = None,
+        reference_pass: str = "per_step",
     ) -> None:
         self.B, self.V = num_rows, vocab_size
         self.reference, self.tokenizer, self.prompts, self.scoring = (
@@ -172,6 +177,21 @@ class Engine:
         self.kl_sum = np.zeros(num_rows, dtype=np.float64)
         self.live = np.zeros(num_rows, dtype=bool)  # started and not yet finished
         self._warned_no_policy = False
+        if reference_pass not in REFERENCE_PASSES:
+            raise ValueError(
+                f"reference_pass={reference_pass!r} is not one of {list(REFERENCE_PASSES)}"
+            )
+        self.deferred = reference_pass == "deferred"
+        if self.deferred and not callable(getattr(reference, "next_token_logits", None)):
+            raise ValueError(
+                "reference_pass='deferred' needs a reference with next_token_logits() "
+                f"(one pass over whole sequences); {type(reference).__name__} has none"
+            )
+        # Deferred pass: what the acting policy gave at each response step, kept for the KL at
+        # the end: log π(a_t) (k1, k3), or the whole log π(·|s_t) (full; allocated on use).
+        self.policy_logp_a = np.zeros((num_rows, max_new_tokens), dtype=np.float64)
+        self.policy_logp: torch.Tensor | None = None  # (B, max_new, V)
+        self.has_policy = np.zeros(num_rows, dtype=bool)  # a policy was attached all along
 
     # ------------------------------------------------------------------ reset
     def reset_rows(
@@ -205,7 +225,10 @@ class Engine:
             self.ids[r, :n], self.mask[r, :n] = p.ids, 1
             self.prompt_of[r], self.prompt_len[r], self.length[r] = k, n, n
             self.kl_sum[r], self.live[r] = 0.0, True
-        self.reference.start(list(rows), [self.prompts[self.prompt_of[r]].ids for r in rows])
+        if self.deferred:  # the reference reads each response once it has ended
+            self.has_policy[list(rows)] = True
+        else:
+            self.reference.start(list(rows), [self.prompts[self.prompt_of[r]].ids for r in rows])
         info, rows = Info(self.B), np.asarray(rows)
         chosen = [self.prompts[k] for k in self.prompt_of[rows]]
         info.put("prompt_text", rows, [p.text for p in chosen])
@@ -260,6 +283,8 @@ class Engine:
 
         Rows outside ``rows`` get reward 0 and ``terminated=False``.
         """
+        if self.deferred:
+            return self._step_deferred(rows, actions, policy_logp)
         dev = self.reference.device
         rows_t = torch.as_tensor(rows, device=dev)
         acts = torch.as_tensor(actions[rows], device=dev)
@@ -318,6 +343,81 @@ class Engine:
             )
         return rewards, terminated, info
 
+    def _step_deferred(
+        self, rows: np.ndarray, actions: np.ndarray, policy_logp: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray, Info]:
+        """:meth:`step_rows` with the reference deferred: keep what the policy gave, append the
+        tokens; the rows that end get their KL, reward and per-token arrays (:meth:`_settle`)."""
+        t = self.length[rows] - self.prompt_len[rows]  # the response step of each row
+        if policy_logp is None:
+            self.has_policy[rows] = False  # π = π_ref at this step: the whole KL counts as 0
+        elif self.scoring.kl_estimator == "full":
+            if self.policy_logp is None:
+                self.policy_logp = policy_logp.new_zeros((self.B, self.max_new, self.V))
+            idx = torch.as_tensor(rows, device=policy_logp.device)
+            self.policy_logp[idx, torch.as_tensor(t, device=policy_logp.device)] = policy_logp[idx]
+        else:
+            acts = torch.as_tensor(actions[rows], device=policy_logp.device)
+            lp = policy_logp[torch.as_tensor(rows, device=policy_logp.device), acts]
+            self.policy_logp_a[rows, t] = lp.double().cpu().numpy()
+        pos = self.length[rows]
+        self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
+        self.length[rows] += 1
+        finished = (actions[rows] == self.eos) | (
+            self.length[rows] - self.prompt_len[rows] >= self.max_new
+        )
+        done_rows = rows[finished]
+        self.live[done_rows] = False
+        rewards = np.zeros(self.B, dtype=np.float64)
+        terminated = np.zeros(self.B, dtype=bool)
+        coef = self.scoring.coef
+        info = Info(self.B)
+        info.put("kl_coef", rows, np.full(len(rows), coef))
+        info.put("reward_form", rows, self.scoring.reward_form)
+        if done_rows.size:
+            self._settle(done_rows, rewards, info, coef)
+            self._finish(done_rows, rewards, info)
+            terminated[done_rows] = True
+        return rewards, terminated, info
+
+    def _settle(self, rows: np.ndarray, rewards: np.ndarray, info: Info, coef: float) -> None:
+        """The deferred reference pass over the finished ``rows``: per-token KL and log π_ref,
+        the KL sum and the last step's KL part of the reward (the same return as per step)."""
+        start, end = self.prompt_len[rows], self.length[rows]
+        ref = self.reference.next_token_logits(  # type: ignore[attr-defined]
+            [self.ids[r, : end[j]] for j, r in enumerate(rows)], start.tolist()
+        )  # one (L_r, V) tensor of log π_ref(·|s_t) per row
+        kls, ref_lps, dists = [], [], []
+        for j, r in enumerate(rows):
+            L = int(end[j] - start[j])
+            ref_logp = ref[j].float().log_softmax(-1)  # (L, V)
+            acts = torch.as_tensor(self.ids[r, start[j] : end[j]], device=ref_logp.device)
+            ref_lp_a = ref_logp.gather(1, acts[:, None])[:, 0].double()
+            if not self.has_policy[r]:
+                kl = torch.zeros_like(ref_lp_a)
+            elif self.scoring.kl_estimator == "full":
+                assert self.policy_logp is not None
+                pol = self.policy_logp[r, :L].to(ref_logp.device)
+                kl = estimate_kl("full", pol.double(), ref_logp.double(), acts)
+            else:
+                lp_a = torch.as_tensor(self.policy_logp_a[r, :L], device=ref_logp.device)
+                kl = sampled_kl(self.scoring.kl_estimator, lp_a, ref_lp_a)
+            kl_np, ref_lp_np = kl.double().cpu().numpy(), ref_lp_a.cpu().numpy()
+            self._check_finite(
+                np.full(L, r), np.zeros(0), kl_np, ref_lp_np, None, self.ids[r, start[j] :]
+            )
+            self.kl_sum[r] = float(kl_np.sum())
+            if self.scoring.reward_form == "kl":
+                rewards[r] = 0.0 - coef * self.kl_sum[r]
+            else:
+                rewards[r] = coef * float(ref_lp_np.sum())
+            kls.append(kl_np)
+            ref_lps.append(ref_lp_np)
+            dists.append(ref_logp)
+        info.put("kl_per_token", rows, _objects(kls))
+        info.put("ref_logprob_per_token", rows, _objects(ref_lps))
+        info.put("ref_logprobs", rows, _objects(dists))
+
     def _finish(self, rows: np.ndarray, rewards: np.ndarray, info: Info) -> None:
         """Score the finished rows (one batched reward-model call) and update the KL control."""
         prompts = [self.prompts[self.prompt_of[r]].text for r in rows]
@@ -353,18 +453,21 @@ class Engine:
         kl: np.ndarray,
         ref_lp: np.ndarray,
         policy_logp: torch.Tensor | None,
+        tokens: np.ndarray | None = None,
     ) -> None:
         """A clear error instead of an infinite or NaN KL / ``ref_logprob`` reaching a reward.
 
         Only a broken contract gets here: the action has probability 0 (or below e^-700)
         under the logits the policy handed over, so it was not sampled from them, or the
-        reference gives it probability 0.
+        reference gives it probability 0. ``tokens[j]`` is entry ``j``'s action when the
+        entries are one row's steps (the deferred pass) rather than rows.
         """
         bad = ~(np.isfinite(kl) & np.isfinite(ref_lp))
         if not bad.any():
             return
         j = int(np.flatnonzero(bad)[0])
-        r, a = int(rows[j]), int(actions[rows[j]])
+        r = int(rows[j])
+        a = int(tokens[j]) if tokens is not None else int(actions[rows[j]])
         if not np.isfinite(ref_lp[j]):
             raise ValueError(
                 f"the reference gives token {a} (row {r}) probability 0 (log π_ref = {ref_lp[j]}): "
@@ -402,3 +505,11 @@ class Engine:
                 f"(Discrete({self.V}))"
             )
         return arr.astype(np.int64)
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    """A 1-D object array holding ``items`` as they are (arrays of different lengths)."""
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out

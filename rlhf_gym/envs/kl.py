@@ -26,15 +26,24 @@ KL_ESTIMATORS: tuple[str, ...] = ("k1", "k3", "full")
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """``log π(a) − log π_ref(a)`` per row."""
     idx = actions[:, None]
-    return (logp.gather(1, idx) - ref_logp.gather(1, idx)).squeeze(1)
+    return sampled_kl("k1", logp.gather(1, idx).squeeze(1), ref_logp.gather(1, idx).squeeze(1))
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """``(r − 1) − log r`` with ``r = π_ref(a)/π(a)`` per row (never negative)."""
     idx = actions[:, None]
-    log_r = (ref_logp.gather(1, idx) - logp.gather(1, idx)).squeeze(1)
-    # expm1 keeps precision when r is close to 1, where the two terms nearly cancel.
-    return torch.expm1(log_r) - log_r
+    return sampled_kl("k3", logp.gather(1, idx).squeeze(1), ref_logp.gather(1, idx).squeeze(1))
+
+
+def sampled_kl(estimator: str, logp_a: torch.Tensor, ref_logp_a: torch.Tensor) -> torch.Tensor:
+    """k1 or k3 from the two log-probabilities of the sampled actions alone (any shape)."""
+    log_r = ref_logp_a - logp_a
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k3":
+        # expm1 keeps precision when r is close to 1, where the two terms nearly cancel.
+        return torch.expm1(log_r) - log_r
+    raise ValueError(f"sampled_kl: {estimator!r} is not a one-sample estimator (k1, k3)")
 
 
 def kl_full(logp: torch.Tensor, ref_logp: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -184,6 +184,9 @@ class ReferenceRows(Protocol):
         """Append ``tokens[r]`` to every row ``r`` with ``active[r]``."""
         ...
 
+    # Optional, for reference_pass="deferred": one pass over whole sequences.
+    # def next_token_logits(self, sequences, starts) -> list[torch.Tensor]: ...
+
 
 class IncrementalLM:
     """Next-token logits for ``num_rows`` sequences that grow one token at a time.
@@ -304,6 +307,33 @@ class IncrementalLM:
         new_logits, self.cache = self._forward(ids, mask, pos, self.cache)
         self.mask = mask
         self.logits = torch.where(active[:, None], new_logits, self.logits)
+
+    @torch.no_grad()
+    def next_token_logits(
+        self, sequences: Sequence[Sequence[int]], starts: Sequence[int]
+    ) -> list[torch.Tensor]:
+        """The logits predicting each token of ``sequence[start:]``: ``(len − start, V)`` float32
+        per sequence, from one forward pass over the batch (the deferred reference pass).
+
+        Independent of the rows and their cache; ``start >= 1`` (a prompt token comes first).
+        """
+        n, width = len(sequences), max(len(s) for s in sequences)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for j, seq in enumerate(sequences):  # right padding: causal attention never sees it
+            ids[j, : len(seq)] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
+            mask[j, : len(seq)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            **{self._cache_kw: None},
+            use_cache=False,
+        )
+        logits = out.logits
+        return [logits[j, starts[j] - 1 : len(seq) - 1].float() for j, seq in enumerate(sequences)]
 
     def sync(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
         """Bring the rows up to date with right-padded observations and return :attr:`logits`.

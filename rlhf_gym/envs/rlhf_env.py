@@ -13,7 +13,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlhf_gym.envs._engine import Engine, Info, Prompt, Scoring, check_kl_coef
+from rlhf_gym.envs._engine import REFERENCE_PASSES, Engine, Info, Prompt, Scoring, check_kl_coef
 from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.envs.kl import AdaptiveKLController
 from rlhf_gym.envs.lm import (
@@ -103,7 +103,15 @@ class _Surface:
         Kept up to date by ``reset`` and ``step`` (the KL term needs them), so reading them is
         free; treat them as read-only. A vector row whose episode has just ended keeps the
         logits of its last state until the next step resets it (next-step autoreset).
+        With ``reference_pass="deferred"`` the reference does not follow the steps: a
+        ``RuntimeError`` (the reference's log-probabilities come in the last step's ``info``).
         """
+        if self._engine.deferred:
+            raise RuntimeError(
+                "reference_logits: with reference_pass='deferred' the reference reads each "
+                "response once it has ended, so there are no per-step logits; read "
+                "info['ref_logprobs'] at the last step, or use reference_pass='per_step'"
+            )
         logits = self._engine.reference.logits
         if logits is None:
             raise RuntimeError("reference_logits is defined after reset()")
@@ -229,6 +237,14 @@ class RLHFEnv(_Surface, gym.Env):
       of the same ``β`` turns it into the KL-regularised objective.
     * ``kl_coef=0``: the plain score.
 
+    ``reference_pass="deferred"`` computes the same rewards' *return* with one reference
+    forward pass over each finished response instead of a reference decode step per token:
+    every step but the last has reward 0, and the last
+    ``r_T = score − β·Σ_t KL_t`` (``"kl"``) or ``score + β·Σ_t log π_ref(a_t|s_t)``
+    (``"ref_logprob"``); the per-token terms come in that step's ``info`` (below), so an agent
+    can rebuild the per-step rewards exactly (PPO does). For agents that need the reward
+    (or ``reference_logits``) at each step, keep the default ``"per_step"``.
+
     ``kl_target`` switches on the adaptive KL controller of Ziegler et al. (``β`` moves after
     each episode so that the per-sequence KL approaches ``kl_target`` nats, over ``kl_horizon``
     episodes); ``info["kl_coef"]`` is the ``β`` in force.
@@ -238,7 +254,11 @@ class RLHFEnv(_Surface, gym.Env):
     (``log π_ref`` of the chosen token), ``kl_coef``, ``reward_form``. Last step also: ``score``
     (reward model), ``response_text``, ``prompt_text``, ``kl_sum`` (``Σ_t kl`` of the episode),
     ``response_length``, and ``gold_score`` when the task has a gold labeler. ``reset`` returns
-    ``prompt_text`` and ``prompt_truncated``.
+    ``prompt_text`` and ``prompt_truncated``. With ``reference_pass="deferred"`` steps carry
+    only ``kl_coef`` and ``reward_form``, and the last step adds ``kl_per_token`` and
+    ``ref_logprob_per_token`` (float64 arrays, one entry per response token: the per-step
+    ``kl`` and ``ref_logprob``) and ``ref_logprobs`` (a ``(L, V)`` float32 tensor:
+    ``log π_ref(·|s_t)`` at each response state, on the env's device).
 
     ## Starting State
     A prompt drawn uniformly from ``prompts`` with ``self.np_random``, or the one that
@@ -270,7 +290,8 @@ class RLHFEnv(_Surface, gym.Env):
       ``harmless-eval``), a ``.txt`` (one per line) or ``.jsonl`` path, or (constructor) a list.
     * ``gold``: ``"sentiment"``, ``"harmless"`` or ``"none"``; (constructor) a function.
     * ``kl_coef`` (0.05), ``kl_estimator`` (``"k1"``), ``reward_form`` (``"kl"``), ``kl_target``
-      (``None``: fixed β), ``kl_horizon`` (10,000 episodes).
+      (``None``: fixed β), ``kl_horizon`` (10,000 episodes), ``reference_pass``
+      (``"per_step"`` or ``"deferred"``, see Rewards).
     * ``max_new_tokens`` (32), ``max_prompt_tokens`` (32).
     * ``device`` (``"auto"``: CUDA when present), ``dtype`` (``"float32"``, ``"bfloat16"``,
       ``"float16"`` or ``"auto"``).
@@ -512,6 +533,7 @@ def build_engine(
     reward_form: str = "kl",
     kl_target: float | None = None,
     kl_horizon: int = 10_000,
+    reference_pass: str = "per_step",
     max_new_tokens: int = 32,
     max_prompt_tokens: int = 32,
     device: str | torch.device = "auto",
@@ -531,6 +553,10 @@ def build_engine(
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     scoring = Scoring(None, None, kl_coef, kl_estimator, reward_form, None)  # validates early
+    if reference_pass not in REFERENCE_PASSES:
+        raise ValueError(
+            f"reference_pass={reference_pass!r} is not one of {list(REFERENCE_PASSES)}"
+        )
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     defaults = TASKS[task]
@@ -561,6 +587,7 @@ def build_engine(
         max_new_tokens=int(max_new_tokens),
         max_prompt_tokens=int(max_prompt_tokens),
         policy=check_policy(policy),
+        reference_pass=reference_pass,
     )
 
 

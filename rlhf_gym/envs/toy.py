@@ -131,6 +131,15 @@ class _ToyRows:
         for r in np.flatnonzero(np.asarray(active)):
             self._set(r, self.prefixes[r] + (int(tokens[r]),))
 
+    def next_token_logits(self, sequences: Any, starts: Any) -> list[torch.Tensor]:
+        """``log π_ref`` before each token of ``sequence[start:]``, ``(len − start, 4)``."""
+        out = []
+        for seq, start in zip(sequences, starts, strict=True):
+            seq = tuple(int(t) for t in seq)
+            rows = [ref_logprobs(seq[:t]) for t in range(start, len(seq))]
+            out.append(torch.from_numpy(np.stack(rows)).float())
+        return out
+
     def _set(self, row: int, prefix: tuple[int, ...]) -> None:
         self.prefixes[row] = prefix
         self.logits[row] = torch.from_numpy(ref_logprobs(prefix)).float()
@@ -165,7 +174,7 @@ def _toy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     if clash:
         raise ValueError(
             f"RLHFToy-v0 fixes {clash}; it accepts kl_coef, kl_estimator, "
-            "reward_form, kl_target, kl_horizon, policy and render_mode"
+            "reward_form, kl_target, kl_horizon, reference_pass, policy and render_mode"
         )
     return {"kl_coef": 0.1, **kwargs, **fixed}
 
