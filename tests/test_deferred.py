@@ -77,7 +77,7 @@ def test_deferred_has_no_per_step_reference_logits_and_checks_its_argument() -> 
     env = gym.make("RLHFToy-v0", reference_pass="deferred")
     env.reset(seed=0)
     with pytest.raises(RuntimeError, match="reference_pass='deferred'.*info\\['ref_logprobs'\\]"):
-        env.unwrapped.reference_logits
+        env.unwrapped.reference_logits  # noqa: B018 - the property raises
     with pytest.raises(ValueError, match=r"reference_pass='later' is not one of"):
         gym.make("RLHFToy-v0", reference_pass="later")
 
