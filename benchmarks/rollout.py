@@ -6,14 +6,17 @@ scores them with the reward model:
 
   (a) env:      ``gym.make_vec("RLHF-v0", num_envs=B)`` with an acting :class:`LMPolicy`
                 attached (KV-cached policy; the env runs the KV-cached reference, the k1 KL, the
-                reward model);
+                reward model); ``env_deferred``: the same with ``reference_pass="deferred"``
+                (one reference pass over each finished response instead of a decode step per
+                token);
   (b) bare:     the same model work (policy and reference decode steps with KV caches,
                 sampling, the reward model) in a plain loop, no environment;
   (c) generate: ``policy.generate(...)`` then one reference forward pass over the finished
                 sequences and the reward model (how TRL collects rollouts).
 
 Prints the median tokens per second over ``--repeats`` runs (after one warm-up) and the ratios
-``env_vs_bare`` and ``env_vs_generate`` measured in the same process; ``--json`` prints one
+``env_vs_bare``, ``env_vs_generate`` and ``env_vs_generate_deferred`` measured in the same
+process; ``--json`` prints one
 JSON object instead. ``--model gpt2-small-random`` benchmarks a randomly initialised model of
 GPT-2-small's body (12 layers, 768 wide, 12 heads; the embedded tokenizer's vocabulary).
 
@@ -61,7 +64,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
+def run_env(
+    args: Any, B: int, policy_model: Any, prompts: list[str], reference_pass: str = "per_step"
+) -> float:
     envs = gym.make_vec(
         "RLHF-v0",
         num_envs=B,
@@ -70,6 +75,7 @@ def run_env(args: Any, B: int, policy_model: Any, prompts: list[str]) -> float:
         max_new_tokens=args.new_tokens,
         device=args.device,
         dtype=args.dtype,
+        reference_pass=reference_pass,
     )
     policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.pad_token_id, seed=0)
     policy.eos = envs.unwrapped.eos_token_id
@@ -198,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         prompts = [all_prompts[i % len(all_prompts)] for i in range(B)]
         runners = {
             "env": partial(run_env, args, B, policy_model, prompts),
+            "env_deferred": partial(run_env, args, B, policy_model, prompts, "deferred"),
             "bare": partial(run_bare, args, B, policy_model, ref, tok, rm, prompts),
             "generate": partial(run_generate, args, B, policy_model, ref, tok, rm, prompts),
         }
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
             **{f"{k}_tokens_per_s": v for k, v in med.items()},
             "env_vs_bare": med["env"] / med["bare"],
             "env_vs_generate": med["env"] / med["generate"],
+            "env_deferred_vs_bare": med["env_deferred"] / med["bare"],
+            "env_vs_generate_deferred": med["env_deferred"] / med["generate"],
         }
     report = {
         "model": args.model,
@@ -228,12 +237,16 @@ def main(argv: list[str] | None = None) -> dict:
             f"model={args.model} device={args.dev} dtype={report['dtype']} "
             f"new_tokens={args.new_tokens} median of {args.repeats} runs (tokens/s)"
         )
-        print(f"{'B':>4} {'env':>10} {'bare':>10} {'generate':>10} {'env/bare':>9} {'env/gen':>8}")
+        print(
+            f"{'B':>4} {'env':>10} {'deferred':>10} {'bare':>10} {'generate':>10} "
+            f"{'env/bare':>9} {'env/gen':>8} {'deferred/gen':>13}"
+        )
         for B, r in results.items():
-            tps = [r[f"{k}_tokens_per_s"] for k in ("env", "bare", "generate")]
+            tps = [r[f"{k}_tokens_per_s"] for k in ("env", "env_deferred", "bare", "generate")]
             print(
-                f"{B:>4} {tps[0]:>10.0f} {tps[1]:>10.0f} {tps[2]:>10.0f} "
-                f"{r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f}"
+                f"{B:>4} {tps[0]:>10.0f} {tps[1]:>10.0f} {tps[2]:>10.0f} {tps[3]:>10.0f} "
+                f"{r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f} "
+                f"{r['env_vs_generate_deferred']:>13.2f}"
             )
     return report
 
