@@ -1,8 +1,11 @@
-"""Stable-Baselines3 agents: check_env, the LM policies, callbacks, save/load, train adapters."""
+"""Stable-Baselines3 agents: check_env, the LM policies, callbacks, save/load, train adapters,
+the shared-model vector env and the features extractor's fast paths."""
 
 from __future__ import annotations
 
+import gc
 import time
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,6 +16,7 @@ import torch
 pytest.importorskip("stable_baselines3")
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.env_checker import check_env
+from stable_baselines3.common.vec_env import DummyVecEnv
 from test_ppo import PROMPTS, toy_objective
 
 import rlhf_gym
@@ -22,11 +26,15 @@ from rlhf_gym.agents.sb3 import (
     SB3PPO,
     AttachPolicyCallback,
     LMActorCriticPolicy,
+    LMFeaturesExtractor,
     LMQPolicy,
     RLHFInfoCallback,
+    RLHFVecEnv,
     SB3ActingPolicy,
     SB3DQNConfig,
     SB3PPOConfig,
+    SharedReference,
+    covering_rows,
 )
 from rlhf_gym.envs import toy
 from rlhf_gym.train import train
@@ -301,9 +309,211 @@ def test_adapter_trains_the_copy_of_the_frozen_reference(tiny_kwargs):
         device="cpu",
     )
     agent = SB3PPO(cfg, env_kwargs=kw)
+    assert isinstance(agent.venv, RLHFVecEnv) and agent.venv.reference is not None  # shared
     assert all(p.requires_grad for p in agent.policy.parameters())
     before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.train()
     assert any(
         not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True)
     )
+    separate = SB3PPO(SB3PPOConfig(**{**cfg.__dict__, "shared_models": False}), env_kwargs=kw)
+    assert not isinstance(separate.venv, RLHFVecEnv)  # SB3's DummyVecEnv of gym.make envs
+    assert (
+        separate.venv.envs[0].unwrapped.reward_model
+        is not separate.venv.envs[1].unwrapped.reward_model
+    )
+
+
+# ---------------------------------------------------------------------- the shared-model vec env
+def pair(env_id: str, num_envs: int, seed: int, **kwargs):
+    """The shared-model vector env and SB3's DummyVecEnv of gym.make envs, both seeded."""
+    shared = RLHFVecEnv(env_id, num_envs, **kwargs)
+    separate = DummyVecEnv([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)])
+    shared.seed(seed)
+    separate.seed(seed)
+    return shared, separate
+
+
+def assert_same_obs(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("env_id", ["RLHF-v0", "RLHFToy-v0"])
+def test_vec_env_gives_what_single_envs_give(env_id, tiny_kwargs):
+    """Same seeds and actions: the same prompts, observations, terminations, infos and (to
+    float rounding of the batched reference) rewards as a DummyVecEnv of single envs, with
+    SB3's same-step autoreset (terminal_observation is the single env's last observation)."""
+    kw = dict(reward_form="ref_logprob", kl_coef=0.5)  # β·log π_ref: rewards need the reference
+    if env_id == "RLHF-v0":
+        kw.update({**tiny_kwargs, "gold": "sentiment"})
+    shared, separate = pair(env_id, 3, seed=7, **kw)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no acting policy")
+        assert_same_obs(shared.reset(), separate.reset())
+        eos = shared.get_attr("eos_token_id")[0]
+        vocab = shared.action_space.n
+        rng = np.random.default_rng(0)
+        ended = 0
+        for _ in range(20):
+            actions = rng.integers(0, vocab, size=3)
+            actions[rng.random(3) < 0.25] = eos
+            obs_a, rew_a, done_a, infos_a = shared.step(actions)
+            obs_b, rew_b, done_b, infos_b = separate.step(actions)
+            assert_same_obs(obs_a, obs_b)
+            np.testing.assert_array_equal(done_a, done_b)
+            np.testing.assert_allclose(rew_a, rew_b, rtol=1e-5, atol=1e-5)
+            for ia, ib, done in zip(infos_a, infos_b, done_a, strict=True):
+                assert ia.keys() == ib.keys() and ia["TimeLimit.truncated"] is False
+                for key in ("score", "gold_score", "response_text", "prompt_text"):
+                    assert ia.get(key) == ib.get(key)
+                for key in ("kl", "ref_logprob", "kl_sum", "response_length"):
+                    np.testing.assert_allclose(ia.get(key, 0), ib.get(key, 0), atol=1e-5)
+                if done:
+                    ended += 1
+                    assert "score" in ia and "terminal_observation" in ia
+                    assert_same_obs(ia["terminal_observation"], ib["terminal_observation"])
+    assert ended >= 3  # resets happened mid-run
+    shared.close()
+    separate.close()
+
+
+def test_vec_env_shapes_dtypes_and_sb3_methods(tiny_kwargs):
+    """What SB3's VecEnv contract needs, checked as env_checker checks a single env."""
+    venv = RLHFVecEnv("RLHF-v0", 2, **tiny_kwargs, render_mode="ansi")
+    single = venv.observation_space
+    obs = venv.reset()
+    for key, space in single.spaces.items():
+        assert obs[key].shape == (2, *space.shape) and obs[key].dtype == space.dtype
+        assert all(space.contains(row) for row in obs[key])
+    with pytest.warns(UserWarning, match="no acting policy"):
+        for _ in range(tiny_kwargs["max_new_tokens"]):
+            obs, rewards, dones, infos = venv.step(np.array([5, 6]))
+            assert rewards.shape == (2,) and rewards.dtype == np.float32
+            assert dones.shape == (2,) and dones.dtype == bool
+            assert len(infos) == 2 and all(isinstance(i, dict) for i in infos)
+            assert all(single["input_ids"].contains(row) for row in obs["input_ids"])
+    assert dones.all()  # max_new_tokens reached in both rows at once
+    assert all(single.contains(i["terminal_observation"]) for i in infos)
+    assert all(
+        i["terminal_observation"]["attention_mask"].sum() > m.sum()
+        for i, m in zip(infos, obs["attention_mask"], strict=True)
+    )  # obs is the next episode's
+    assert venv.get_attr("max_new_tokens") == [tiny_kwargs["max_new_tokens"]] * 2
+    assert venv.env_is_wrapped(gym.Wrapper) == [False, False]
+    assert all(isinstance(text, str) for text in venv.env_method("render"))
+    assert venv.envs[0].spec.id == "RLHF-v0"
+    venv.set_attr("foo", 1)
+    assert venv.get_attr("foo", indices=[1]) == [1]
+    venv.close()
+
+
+def test_vec_env_loads_one_reference_and_one_reward_model(tiny_kwargs):
+    from transformers import PreTrainedModel
+
+    def models() -> set[int]:
+        """Ids of the live Hugging Face models that are not the body of another."""
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # isinstance on deprecated torch objects warns
+            found = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+        bodies = {id(m.base_model) for m in found if m.base_model is not m}
+        return {id(m) for m in found} - bodies
+
+    before = models()
+    venv = RLHFVecEnv("RLHF-v0", 4, **tiny_kwargs)
+    assert len(models() - before) == 2  # the reference and the reward model, once each
+    envs = [e.unwrapped for e in venv.envs]
+    assert isinstance(venv.reference, SharedReference)
+    assert all(e.reference_model is venv.reference.model for e in envs)
+    assert all(e.reward_model is envs[0].reward_model for e in envs)
+    assert all(e.tokenizer is envs[0].tokenizer for e in envs)
+    venv.reset()
+    assert venv.reference.calls == 0  # the prefill waits for the first read
+    with pytest.warns(UserWarning, match="no acting policy"):
+        for _ in range(3):
+            venv.step(np.array([5, 6, 7, 8]))
+    # one prefill of all 4 rows (read by the first step), one decode of all 4 rows for each
+    # later step; the last step's tokens wait for the next read
+    assert venv.reference.calls == 3
+    logits = envs[2].reference_logits
+    assert venv.reference.calls == 4 and logits.shape == (1, envs[2].vocab_size)
+
+
+def test_sb3_ppo_through_the_vec_env_attaches_its_policy(tiny_kwargs):
+    venv = RLHFVecEnv("RLHF-v0", 2, **tiny_kwargs, kl_estimator="full")
+    model = PPO(
+        LMActorCriticPolicy,
+        venv,
+        n_steps=8,
+        batch_size=16,
+        n_epochs=2,
+        learning_rate=1e-3,
+        seed=0,
+        policy_kwargs=dict(lm=tiny_kwargs["model"]),
+    )
+    kls: list[float] = []
+    info = RLHFInfoCallback(every=1, on_update=lambda s: kls.append(s[tags.KL]))
+    model.learn(32, callback=[AttachPolicyCallback(), info])
+    assert model.num_timesteps == 32 and len(kls) >= 4
+    assert max(kls) > 0  # every env saw π (the exact KL of the moved policy)
+    assert all(e.unwrapped.policy is None for e in venv.envs)  # detached after learn
+
+
+# ---------------------------------------------------------------------- the extractor's fast paths
+def test_covering_rows():
+    ids = torch.tensor([[1, 2, 3, 0], [1, 2, 0, 0], [1, 4, 0, 0], [1, 2, 3, 5], [7, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert covering_rows(ids, mask).tolist() == [3, 3, 2, 3, 4]
+    assert covering_rows(ids, mask, chunk=2).tolist() == [3, 3, 2, 3, 4]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_extractor_fast_paths_match_a_plain_forward(arch, tiny_kw, tiny_llama_dir):
+    """One pass per distinct sequence (training) and the KV cache (acting) give the hidden
+    states of a plain forward pass over each row alone."""
+    kw = tiny_kw(prompts=PROMPTS, max_new_tokens=5)
+    lm_dir = kw["model"] if arch == "gpt2" else str(tiny_llama_dir)
+    env = gym.make("RLHF-v0", **{**kw, "model": lm_dir})
+    extractor = LMFeaturesExtractor(env.observation_space, lm=lm_dir, kv_cache=True)
+
+    def plain(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            n = int(mask.sum())
+            out = extractor.lm.base_model(input_ids=ids[None, :n])
+        return out.last_hidden_state[0, -1]
+
+    rng = np.random.default_rng(0)
+    states = []  # three responses, every step kept: many prefixes of one another
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no acting policy")
+        for i in range(3):
+            obs, _ = env.reset(seed=i, options={"prompt_index": i})  # three distinct prompts
+            states.append(obs)
+            for _ in range(4):
+                obs, *_ = env.step(int(rng.integers(2, 200)))
+                states.append(obs)
+    batch = {k: torch.as_tensor(np.stack([s[k] for s in states])).float() for k in states[0]}
+    ids, mask = batch["input_ids"].long(), batch["attention_mask"].long()
+    assert covering_rows(ids, mask).tolist() == [4] * 5 + [9] * 5 + [14] * 5  # 3 passes, not 15
+    extractor.train(True)
+    h = extractor(batch)
+    want = torch.stack(
+        [plain(batch["input_ids"][i].long(), batch["attention_mask"][i]) for i in range(15)]
+    )
+    torch.testing.assert_close(h, want, rtol=1e-4, atol=1e-5)
+    # acting: the rows of a rollout, stepped and (row 1) reset, through the KV cache
+    extractor.train(False)
+    with torch.no_grad():
+        for step in range(5):
+            picks = [min(step, 4), 5 + (step % 2) * 4, 10 + min(step, 4)]  # row 1 restarts
+            obs = {k: v[picks] for k, v in batch.items()}
+            h = extractor(obs)
+            want = torch.stack(
+                [plain(obs["input_ids"][i].long(), obs["attention_mask"][i]) for i in range(3)]
+            )
+            torch.testing.assert_close(h, want, rtol=1e-4, atol=1e-5)
+    assert extractor.rows is not None
+    extractor.train(True)
+    assert extractor.rows is None  # dropped at the switch (the weights are about to change)

@@ -1,11 +1,14 @@
 """Stable-Baselines3 agents on the RLHF environments: a causal LM as an SB3 policy.
 
-Everything here plugs into SB3 2.x through its public extension points only (policy classes,
-a features extractor, callbacks, a logger output format); no SB3 code is copied or forked.
+Everything here plugs into SB3 2.x through its public extension points only (a vector
+environment, policy classes, a features extractor, callbacks, a logger output format); no SB3
+code is copied or forked.
 
+* :class:`RLHFVecEnv`: SB3's vector environment over ``num_envs`` RLHF environments sharing one
+  reference (:class:`SharedReference`: all rows decoded in one call) and one reward model.
 * :class:`LMFeaturesExtractor`: runs a Hugging Face causal LM's body over the (right-padded)
   observation and returns the final hidden state at the last real position,
-  ``attention_mask.sum(-1) − 1``, as SB3's features ``(B, H)``.
+  ``attention_mask.sum(-1) − 1``, as SB3's features ``(B, H)``; with a KV cache while acting.
 * :class:`LMActorCriticPolicy`: for ``stable_baselines3.PPO`` (or A2C). The actor is the LM's own
   output head over the vocabulary (so the action distribution *is* the LM's next-token
   distribution, divided by ``temperature``), the critic a zero-initialised linear value head on
@@ -17,10 +20,19 @@ a features extractor, callbacks, a logger output format); no SB3 code is copied 
   (and so TensorBoard) under the tag names of :mod:`rlhf_gym.agents.tags`.
 * :class:`SB3PPO` and :class:`SB3DQN`: adapters for ``rlhf-gym train --agent sb3-ppo|sb3-dqn``.
 
-Cost: SB3 acts through a per-step API, so each step runs the LM over the whole observation
-(up to the longest real row; no KV cache) and PPO's update runs one forward pass per *state*
-rather than per sequence. That is the honest price of the generic API (see
-``benchmarks/sb3_vs_native.py``).
+Cost (``benchmarks/sb3_vs_native.py``). Shared: the ``num_envs`` environments of
+:class:`RLHFVecEnv` hold one reference and one reward model, and the reference decodes all
+rows in one call per step (plus one prefill call for the rows that were reset), as the native
+vector environment does. While acting, the policy keeps a KV cache of the rows, so a step runs
+the LM on one new token per row, not over the whole prefix. What remains is the price of the
+generic per-state API: PPO's update runs the LM once per *distinct sequence in each
+minibatch* (states that are prefixes of another state in the minibatch share its pass), where
+the native PPO runs each sequence once per epoch whatever its minibatch; SB3 shuffles states,
+not sequences, so smaller minibatches mean more passes. The environments step one by one in
+Python, and a finished response is scored alone (one reward-model call per episode, where the
+native vector environment scores the rows that end together in one call). On a CPU, with as
+many gradient steps per rollout as the native PPO, SB3 PPO makes about 0.6× its env steps per
+second (``benchmarks/results/sb3_vs_native_cpu.json``).
 
 KL with plain SB3 policies: ``PPO("MultiInputPolicy", env)`` runs on ``RLHF-v0`` too. Without
 :class:`AttachPolicyCallback` the env sees no acting policy, warns once and takes ``π = π_ref``
@@ -34,13 +46,17 @@ Example:
     >>> model = PPO(LMActorCriticPolicy, env, n_steps=32, batch_size=32,
     ...             policy_kwargs=dict(lm=policy_lm_config(env)))
     >>> _ = model.learn(64, callback=AttachPolicyCallback())
+    >>> from rlhf_gym.agents.sb3 import RLHFVecEnv
+    >>> venv = RLHFVecEnv("RLHF-v0", 4, max_new_tokens=16)  # one reference for the 4 envs
+    >>> model = PPO(LMActorCriticPolicy, venv, n_steps=16, batch_size=64)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -60,10 +76,11 @@ from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
 from rlhf_gym.agents import logs, tags
-from rlhf_gym.agents.config import AgentConfig
+from rlhf_gym.agents.config import AgentConfig, takes_model
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.episodes import EpisodeStats
 from rlhf_gym.agents.models import make_policy
+from rlhf_gym.envs import IncrementalLM, RLHFEnv
 from rlhf_gym.envs.lm import DATA_DIR, resolve_model_path
 
 LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM module
@@ -107,13 +124,24 @@ class LMFeaturesExtractor(BaseFeaturesExtractor):
     Args:
         observation_space: the env's ``Dict(input_ids, attention_mask)`` space.
         lm: see :func:`load_lm`; its vocabulary must match ``input_ids``' range.
+        kv_cache: while acting (eval mode, no gradient: SB3's rollout), keep a KV cache of the
+            rows (:class:`~rlhf_gym.envs.IncrementalLM`, following the observations as
+            :class:`~rlhf_gym.envs.LMPolicy` does), so a step runs the LM on one new token per
+            row instead of the whole prefix. Dropped at every train/eval switch (SB3 switches
+            around each update, so cached keys and values never outlive the weights).
 
-    The LM stays in eval mode (dropout off) even while SB3 trains. The last call's inputs and
-    hidden states are kept (detached) so that :class:`SB3ActingPolicy` can hand the env the
-    very logits an action was sampled from without another forward pass.
+    Without the cache (training, or ``kv_cache=False``) a batch of right-padded states runs
+    the LM once per *distinct sequence*: a state whose tokens are a prefix of another state's
+    in the batch (an earlier step of the same response) takes its hidden state from that
+    row's forward pass, which a causal LM makes identical. The LM stays in eval mode (dropout
+    off) even while SB3 trains. The last call's inputs and hidden states are kept (detached)
+    so that :class:`SB3ActingPolicy` can hand the env the very logits an action was sampled
+    from without another forward pass.
     """
 
-    def __init__(self, observation_space: spaces.Dict, lm: LMSpec = "default") -> None:
+    def __init__(
+        self, observation_space: spaces.Dict, lm: LMSpec = "default", kv_cache: bool = False
+    ) -> None:
         model = load_lm(lm)
         super().__init__(observation_space, features_dim=int(model.config.hidden_size))
         high = int(observation_space["input_ids"].high.max())
@@ -123,28 +151,108 @@ class LMFeaturesExtractor(BaseFeaturesExtractor):
                 f"lm has a vocabulary of {vocab} but observations hold ids up to {high}"
             )
         self.lm = model
+        self.kv_cache = kv_cache
         self.cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.rows: IncrementalLM | None = None  # the acting KV cache (not a submodule)
 
     def train(self, mode: bool = True) -> LMFeaturesExtractor:
-        """SB3's train/eval switch, keeping the LM itself in eval mode (dropout off)."""
+        """SB3's train/eval switch, keeping the LM itself in eval mode (dropout off); drops the
+        acting KV cache (the weights may change, or just have)."""
         super().train(mode)
         self.lm.eval()  # dropout off while training too (as the native PPO; see its docstring)
+        self.rows = None
         return self
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features ``(B, H)``: the final hidden state at each row's last real token."""
-        ids, mask = (
-            obs["input_ids"].long(),
-            obs["attention_mask"].long(),
-        )  # (B, T); SB3 gives floats
-        length = int(mask.sum(-1).max().clamp(min=1))
-        ids_, mask_ = ids[:, :length], mask[:, :length]  # right-padded: later columns are padding
-        pos = (mask_.cumsum(-1) - 1).clamp(min=0)
-        out = self.lm.base_model(input_ids=ids_, attention_mask=mask_, position_ids=pos)
-        last = (mask_.sum(-1) - 1).clamp(min=0)  # (B,)
-        h = out.last_hidden_state[torch.arange(ids.shape[0], device=ids.device), last]  # (B, H)
+        ids, mask = obs["input_ids"].long(), obs["attention_mask"].long()  # SB3 gives floats
+        if self.kv_cache and not self.training and not torch.is_grad_enabled():
+            h = self._acting(ids, mask)
+        else:
+            h = self._distinct(ids, mask)
         self.cache = (ids.detach(), mask.detach(), h.detach())
         return h
+
+    def _acting(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states from the KV-cached rows, brought up to date with the observation."""
+        if self.rows is None:  # the first batch after a switch sets the rows (SB3's num_envs)
+            self.rows = IncrementalLM(_HiddenStates(self.lm.base_model), ids.shape[0], 0)
+        elif self.rows.num_rows != ids.shape[0]:  # another batch size: leave the cache alone
+            return self._distinct(ids, mask)
+        # a copy: the rows write a restarted row's logits into their tensor in place
+        return self.rows.sync(ids.cpu().numpy(), mask.cpu().numpy()).clone()
+
+    def _distinct(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states from one forward pass over the batch's distinct sequences."""
+        length = mask.sum(-1)  # (B,)
+        width = int(length.max().clamp(min=1))
+        ids, mask = ids[:, :width], mask[:, :width]  # right-padded: later columns are padding
+        columns = torch.arange(width, device=ids.device)
+        if bool((mask == (columns[None, :] < length[:, None]).long()).all()):
+            source = covering_rows(ids, mask)  # (B,) the row whose pass serves each row
+        else:  # not right-padded (a random check_env sample): every row on its own
+            source = torch.arange(ids.shape[0], device=ids.device)
+        run, index = torch.unique(source, return_inverse=True)
+        ids_, mask_ = ids[run], mask[run]
+        pos = (mask_.cumsum(-1) - 1).clamp(min=0)
+        out = self.lm.base_model(input_ids=ids_, attention_mask=mask_, position_ids=pos)
+        last = (length - 1).clamp(min=0)  # (B,)
+        return out.last_hidden_state[index, last]  # (B, H)
+
+
+def covering_rows(ids: torch.Tensor, mask: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+    """For each right-padded row, the longest row (then the first) whose tokens start with its
+    tokens: ``(B,)`` indices; a row no other row extends is its own. Compares ``chunk`` rows
+    with all at a time (0: as many as keep the comparison to about 16M elements)."""
+    n = ids.shape[0]
+    chunk = chunk or max(1, 2**24 // max(1, n * ids.shape[1]))
+    length, real = mask.sum(-1), mask.bool()
+    rank = length * n + (n - 1 - torch.arange(n, device=ids.device))  # longer, then earlier
+    out = torch.empty(n, dtype=torch.long, device=ids.device)
+    for a in range(0, n, chunk):
+        b = slice(a, a + chunk)
+        agree = ((ids[b, None] == ids[None]) | ~real[b, None]).all(-1)  # (c, n)
+        covers = agree & (length[None] >= length[b, None]) & (length[b, None] > 0)
+        out[b] = torch.where(covers, rank[None], -1).argmax(-1)
+    return torch.where(length > 0, out, torch.arange(n, device=ids.device))
+
+
+class _HiddenStates(nn.Module):
+    """A causal LM's body seen as a "causal LM" whose logits are its final hidden states, so
+    that :class:`~rlhf_gym.envs.IncrementalLM` keeps its KV cache and returns ``(B, H)``."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        params = inspect.signature(body.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values: Any = None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+    ) -> dict[str, Any]:
+        out = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **{self.cache_kw: past_key_values},
+        )
+        h = out.last_hidden_state[:, -logits_to_keep:]
+        return _Output(logits=h, past_key_values=out[self.cache_kw])
+
+
+class _Output(dict):
+    """A model output as :class:`~rlhf_gym.envs.IncrementalLM` reads it (keys and ``.logits``)."""
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self["logits"]
 
 
 class TemperedHead(nn.Module):
@@ -190,7 +298,7 @@ class LMActorCriticPolicy(MultiInputActorCriticPolicy):
         self.temperature = temperature  # read by _build, which SB3's __init__ calls
         kwargs.update(
             features_extractor_class=LMFeaturesExtractor,
-            features_extractor_kwargs={"lm": lm},
+            features_extractor_kwargs={"lm": lm, "kv_cache": True},
             net_arch=[],
             ortho_init=False,
             share_features_extractor=True,
@@ -312,8 +420,175 @@ class SB3ActingPolicy:
         return policy.action_net(h[same.float().argmax(-1)])
 
 
+# ---------------------------------------------------------------------- the vector environment
+class SharedReference:
+    """One frozen reference LM for ``num_envs`` single environments, all rows decoded together.
+
+    A *reference object* for :class:`~rlhf_gym.envs.RLHFEnv`'s ``model=`` argument (the
+    environment's public extension point, as LoRA's adapter-off reference): each environment
+    asks it for its rows (``incremental``) and gets a view of one row of a single KV-cached
+    :class:`~rlhf_gym.envs.IncrementalLM` of ``num_envs`` rows. A view's ``start`` (a reset) and
+    ``advance`` (a step) only record the work; the first read of a row's ``logits`` with work
+    pending runs it for *every* row that has some, as one prefill call (the rows that were
+    reset) and one decode call (the rows that stepped). In SB3's ``DummyVecEnv`` the first
+    environment's step thus decodes the previous step's tokens of all rows at once.
+
+    Args:
+        model: the frozen causal LM (a loaded environment's ``reference_model``).
+        num_envs: the number of environments (rows); each calls :meth:`incremental` once.
+
+    Attributes:
+        calls: the number of batched model calls so far (prefill and decode).
+    """
+
+    def __init__(self, model: nn.Module, num_envs: int) -> None:
+        self.model, self.num_envs = model, num_envs
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.rows: IncrementalLM | None = None
+        self.calls = 0
+        self._views = 0
+        self._to_prefill: dict[int, list[int]] = {}  # row -> token ids to prefill
+        self._tokens = np.zeros(num_envs, dtype=np.int64)  # row -> token to decode
+        self._pending = np.zeros(num_envs, dtype=bool)  # rows with a token to decode
+        self._started = False
+
+    def incremental(self, num_rows: int, pad_token_id: int) -> _ReferenceRow:
+        """The next environment's row (the environment calls this once, with ``num_rows=1``)."""
+        if num_rows != 1 or self._views >= self.num_envs:
+            raise ValueError(
+                f"SharedReference serves {self.num_envs} single environments (one row each); "
+                f"asked for {num_rows} more row(s) after {self._views}"
+            )
+        if self.rows is None:
+            self.rows = IncrementalLM(self.model, self.num_envs, pad_token_id)
+        self._views += 1
+        return _ReferenceRow(self, self._views - 1)
+
+    def start(self, row: int, tokens: Sequence[int]) -> None:
+        """Record a prefill of ``row`` (a reset replaces any token still to decode)."""
+        self._to_prefill[row] = list(tokens)
+        self._pending[row] = False
+
+    def advance(self, row: int, token: int) -> None:
+        """Record ``token`` to append to ``row``."""
+        if row in self._to_prefill or self._pending[row]:
+            self.flush()  # never two steps of one row in one call
+        self._tokens[row], self._pending[row] = token, True
+
+    def pending(self, row: int) -> bool:
+        """Whether ``row`` has recorded work (its logits are out of date)."""
+        return row in self._to_prefill or bool(self._pending[row])
+
+    def flush(self) -> None:
+        """Run the recorded work of all rows: one prefill call and one decode call at most."""
+        assert self.rows is not None
+        if self._to_prefill:
+            rows = sorted(self._to_prefill)
+            if not self._started and rows != list(range(self.num_envs)):
+                raise RuntimeError(
+                    "reset every environment before stepping one: the shared reference "
+                    "prefills all rows together the first time"
+                )
+            self.rows.start(rows, [self._to_prefill[r] for r in rows])
+            self._to_prefill.clear()
+            self._started, self.calls = True, self.calls + 1
+        if self._pending.any():
+            self.rows.advance(self._tokens, self._pending)
+            self._pending[:] = False
+            self.calls += 1
+
+
+class _ReferenceRow:
+    """Row ``row`` of a :class:`SharedReference`: one environment's reference rows (B = 1)."""
+
+    def __init__(self, shared: SharedReference, row: int) -> None:
+        self.shared, self.row = shared, row
+        self.model = shared.model  # the environment's reference_model
+        self.device = next(shared.model.parameters()).device
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        """``(1, V)`` next-token logits of this row (runs all rows' recorded work if needed)."""
+        shared = self.shared
+        if shared.pending(self.row):
+            shared.flush()
+        if shared.rows is None or shared.rows.logits is None:
+            return None
+        return shared.rows.logits[self.row : self.row + 1]
+
+    def start(self, rows: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
+        """(Re)start the row with a prompt."""
+        (seq,) = sequences
+        self.shared.start(self.row, seq)
+
+    def advance(self, tokens: Any, active: Any) -> None:
+        """Append ``tokens[0]`` if ``active[0]``."""
+        if bool(np.asarray(active).reshape(-1)[0]):
+            self.shared.advance(self.row, int(np.asarray(tokens).reshape(-1)[0]))
+
+    def next_token_logits(self, sequences: Any, starts: Any) -> list[torch.Tensor]:
+        """The deferred reference pass (``reference_pass="deferred"``): the shared rows' own."""
+        assert self.shared.rows is not None
+        return self.shared.rows.next_token_logits(sequences, starts)
+
+
+class RLHFVecEnv(DummyVecEnv):
+    """SB3's vector environment over ``num_envs`` RLHF environments that share their models.
+
+    The first environment loads the reference, tokenizer and reward model the ordinary way
+    (``gym.make(env_id, **kwargs)``: the same code and errors); every environment is then built
+    on those objects, the reference as a :class:`SharedReference`, so memory holds one
+    reference and one reward model whatever ``num_envs`` is, and the reference decodes all rows
+    in one call per step. Ids with fixed, table-based models (the toy) are made one by one.
+
+    SB3 semantics are ``DummyVecEnv``'s: same-step autoreset, the last observation in
+    ``info["terminal_observation"]``, ``info["TimeLimit.truncated"]`` (always ``False``: an
+    episode ends with ``terminated=True``), each row's ``info`` the single environment's
+    (``score``, ``kl``, ``kl_sum``, ``gold_score``, ``response_text`` …); ``seed(s)`` seeds row
+    ``i`` with ``s + i``, as ``gym.make_vec``. Each episode gives exactly what a single
+    environment seeded the same way gives (up to float rounding of the batched reference).
+
+    Why not wrap :class:`~rlhf_gym.envs.RLHFVectorEnv`: it follows Gymnasium's next-step
+    autoreset (the step after an episode ends resets that row and ignores its action; it offers
+    no same-step mode) and its ``reset()`` restarts every row, while SB3 needs a finished row's
+    next episode in the same step, the other rows untouched. Translating would give every
+    episode an extra SB3 transition at a state that does not exist, trained on like a real one.
+
+    Args:
+        env_id: a registered id.
+        num_envs: the number of environments.
+        **kwargs: ``gym.make`` keyword arguments (names, paths and numbers).
+    """
+
+    def __init__(self, env_id: str, num_envs: int, **kwargs: Any) -> None:
+        first = gym.make(env_id, **kwargs)
+        self.reference: SharedReference | None = None
+        if takes_model(env_id) and isinstance(first.unwrapped, RLHFEnv):
+            loaded = first.unwrapped
+            self.reference = SharedReference(loaded.reference_model, num_envs)
+            spec = first.spec
+            assert spec is not None
+            shared = dict(
+                model=self.reference,
+                tokenizer=loaded.tokenizer,
+                reward_model=loaded.reward_model,
+            )
+            own = {k: v for k, v in spec.kwargs.items() if k not in (*shared, "reward_label")}
+            first.close()
+
+            def make() -> gym.Env:
+                env = RLHFEnv(**own, **shared)
+                env.spec = spec  # the id and the names it was made from (for render and logs)
+                return env
+
+            fns = [make] * num_envs
+        else:
+            fns = [lambda: first] + [lambda: gym.make(env_id, **kwargs)] * (num_envs - 1)
+        super().__init__(fns)
+
+
 def base_envs(venv: VecEnv) -> list[gym.Env]:
-    """The in-process environments under SB3 VecEnv wrappers (DummyVecEnv only)."""
+    """The in-process environments under SB3 VecEnv wrappers (DummyVecEnv, so RLHFVecEnv)."""
     while hasattr(venv, "venv"):
         venv = venv.venv
     if not isinstance(venv, DummyVecEnv):
@@ -407,6 +682,12 @@ class RLHFInfoCallback(BaseCallback):
 # ---------------------------------------------------------------------- rlhf-gym train adapters
 
 
+SHARED_MODELS_HELP = (
+    "one reference (decoding all rows in one call) and one reward model for all environments "
+    "(RLHFVecEnv); false: SB3's DummyVecEnv of gym.make environments, each loading its own"
+)
+
+
 @dataclass
 class SB3PPOConfig(AgentConfig):
     """``stable_baselines3.PPO`` with :class:`LMActorCriticPolicy` (``--agent sb3-ppo``).
@@ -417,7 +698,8 @@ class SB3PPOConfig(AgentConfig):
     """
 
     total_episodes: int = _f(2048, "episodes (responses) to train on")
-    num_envs: int = _f(8, "environments in SB3's DummyVecEnv; also episodes per logged update")
+    num_envs: int = _f(8, "environments in SB3's vector env; also episodes per logged update")
+    shared_models: bool = _f(True, SHARED_MODELS_HELP)
     n_steps: int = _f(32, "env steps per environment per SB3 rollout")
     batch_size: int = _f(64, "SB3 minibatch size, in states (tokens)")
     n_epochs: int = _f(4, "SB3 passes over each rollout")
@@ -447,7 +729,8 @@ class SB3DQNConfig(AgentConfig):
     """
 
     total_episodes: int = _f(2048, "episodes (responses) to collect")
-    num_envs: int = _f(8, "environments in SB3's DummyVecEnv; also episodes per logged update")
+    num_envs: int = _f(8, "environments in SB3's vector env; also episodes per logged update")
+    shared_models: bool = _f(True, SHARED_MODELS_HELP)
     kl_coef: float = _f(0.05, "β of the reward score·[done] + β·log π_ref(a|s)")
     learning_rate: float = _f(1e-4, "Adam learning rate")
     buffer_size: int = _f(50_000, "replay buffer size in transitions (tokens)")
@@ -472,8 +755,8 @@ class SB3DQNConfig(AgentConfig):
 
 def sb3_arguments(cfg: AgentConfig, device: Any = "auto") -> dict[str, Any]:
     """The SB3 algorithm's keyword arguments: the config's own fields (named as SB3 names
-    them; ``temperature`` is ours), its ``seed`` and ``device``."""
-    shared = {f.name for f in fields(AgentConfig)} | {"temperature"}
+    them; ``temperature`` and ``shared_models`` are ours), its ``seed`` and ``device``."""
+    shared = {f.name for f in fields(AgentConfig)} | {"temperature", "shared_models"}
     own = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in shared}
     return {**own, "seed": cfg.seed, "device": device}
 
@@ -509,8 +792,8 @@ class SB3Agent:
     head or target network), its optimizer, ``num_timesteps`` and the counters, but **not
     bit-exactly**: SB3's rollout or replay buffer and the envs' unfinished episodes are not
     saved (a resumed run starts fresh episodes and, for DQN, an empty replay buffer). The
-    envs are ``num_envs`` separate ``gym.make`` instances, each loading its own reference and
-    reward model.
+    envs are an :class:`RLHFVecEnv` (one reference and one reward model for all), or with
+    ``shared_models=False`` ``num_envs`` separate ``gym.make`` instances, each loading its own.
     """
 
     agent_name = "sb3"
@@ -518,9 +801,12 @@ class SB3Agent:
     def __init__(self, config: Any, writer: Any = None, env_kwargs: dict | None = None) -> None:
         self.cfg, self.writer = config, writer
         kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
-        self.venv = DummyVecEnv(
-            [lambda: gym.make(config.env_id, **kwargs) for _ in range(config.num_envs)]
-        )
+        if config.shared_models:
+            self.venv: DummyVecEnv = RLHFVecEnv(config.env_id, config.num_envs, **kwargs)
+        else:
+            self.venv = DummyVecEnv(
+                [lambda: gym.make(config.env_id, **kwargs) for _ in range(config.num_envs)]
+            )
         self.env = self.venv.envs[0].unwrapped
         torch.manual_seed(config.seed)
         self.model = config.algorithm(self.venv, make_policy(self.env), self.env.device)
