@@ -3,6 +3,7 @@
     pip install -e ".[bench]"          # TRL is a benchmark extra, not a dependency
     python benchmarks/vs_trl.py        # embedded default task, CPU
     python benchmarks/vs_trl.py --episodes 4096 --json
+    python benchmarks/vs_trl.py --kl-levels 1,4 --json   # at equal KL (ours: --kl-target)
 
 Both start from the embedded default LM (also the frozen reference), are scored by the same
 sentiment reward model on ``prompt + completion`` text, sample completions of at most
@@ -32,8 +33,9 @@ from rlhf_gym.envs.rewards import HFRewardModel
 from rlhf_gym.evaluate import evaluate
 
 
-def run_ours(args: Any) -> tuple[Any, float]:
+def run_ours(args: Any, kl_target: float = 0.0) -> tuple[Any, float]:
     cfg = PPOConfig(
+        kl_target=kl_target,
         total_episodes=args.episodes,
         num_envs=args.batch,
         learning_rate=args.learning_rate,
@@ -49,7 +51,7 @@ def run_ours(args: Any) -> tuple[Any, float]:
     return agent.policy, time.perf_counter() - start
 
 
-def run_trl(args: Any, out: Path) -> tuple[Any, float]:
+def run_trl(args: Any, out: Path, beta: float | None = None) -> tuple[Any, float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import RLOOConfig, RLOOTrainer
@@ -74,7 +76,7 @@ def run_trl(args: Any, out: Path) -> tuple[Any, float]:
         max_steps=args.episodes // args.batch,
         learning_rate=args.learning_rate,
         max_completion_length=args.max_new_tokens,
-        beta=args.kl_coef,
+        beta=args.kl_coef if beta is None else beta,
         temperature=1.0,
         top_k=0,
         top_p=1.0,
@@ -105,9 +107,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=256)
     p.add_argument("--ppo-epochs", type=int, default=PPOConfig.ppo_epochs, help="ours")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kl-levels",
+        default="",
+        help="compare at equal KL instead: comma-separated per-sequence KL levels (nats); ours "
+        "reaches each with --kl-target, TRL's β is swept (--trl-betas) and the run whose "
+        "held-out KL is closest (in log ratio) to each level is reported",
+    )
+    p.add_argument("--trl-betas", default="0.05,0.02,0.01,0.005,0.002")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
+    if args.kl_levels:
+        return equal_kl(args)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, runner in (
@@ -152,6 +164,70 @@ def main(argv: list[str] | None = None) -> dict:
             f"score (ours − TRL) {report['score_minus_trl']:+.3f}; wall time ours/TRL "
             f"{report['wall_time_ratio']:.2f}"
         )
+    return report
+
+
+def held_out(policy: Any, args: Any) -> dict[str, float]:
+    """Score, gold score and exact KL of ``policy`` on the held-out prompts (the same code for
+    both trainers)."""
+    ev = evaluate(
+        "RLHF-v0",
+        policy=policy.float().eval(),
+        episodes=args.eval_episodes,
+        prompts="sentiment-eval",
+        seed=1,
+        device="cpu",
+    ).summary()
+    return {k: ev[k]["mean"] for k in ("score", "gold_score", "kl")}
+
+
+def equal_kl(args: Any) -> dict:
+    """Both trainers at each KL level: ours with ``--kl-target``, TRL's RLOO from a β sweep."""
+    import math
+
+    levels = [float(x) for x in args.kl_levels.split(",")]
+    trl_runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for beta in [float(x) for x in args.trl_betas.split(",")]:
+            policy, wall = run_trl(args, Path(tmp), beta)
+            trl_runs.append({"beta": beta, "wall_s": wall, **held_out(policy, args)})
+            print(f"TRL RLOO β={beta}: {trl_runs[-1]}", flush=True)
+    rows = []
+    for level in levels:
+        policy, wall = run_ours(args, kl_target=level)
+        ours = {"kl_target": level, "wall_s": wall, **held_out(policy, args)}
+        print(f"ours --kl-target {level}: {ours}", flush=True)
+        trl = min(trl_runs, key=lambda r: abs(math.log(max(r["kl"], 1e-6) / level)))
+        rows.append(
+            {
+                "level": level,
+                "rlhf_gym_ppo": ours,
+                "trl_rloo": trl,
+                "gold_minus_trl": ours["gold_score"] - trl["gold_score"],
+                "score_minus_trl": ours["score"] - trl["score"],
+                "wall_time_ratio": ours["wall_s"] / trl["wall_s"],
+            }
+        )
+    report = {"episodes": args.episodes, "equal_kl": rows, "trl_sweep": trl_runs}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{'level':>6} {'trainer':>14} {'β':>7} {'wall s':>8} {'score':>8} {'gold':>8} "
+            f"{'KL':>7}"
+        )
+        for r in rows:
+            for name in ("rlhf_gym_ppo", "trl_rloo"):
+                x = r[name]
+                beta = x.get("beta", float("nan"))
+                print(
+                    f"{r['level']:>6} {name:>14} {beta:>7.3f} {x['wall_s']:8.1f} "
+                    f"{x['score']:+8.3f} {x['gold_score']:+8.3f} {x['kl']:7.2f}"
+                )
+            print(
+                f"{'':>6} gold ours − TRL {r['gold_minus_trl']:+.3f}; wall ours/TRL "
+                f"{r['wall_time_ratio']:.2f}"
+            )
     return report
 
 
