@@ -276,7 +276,7 @@ class PPO:
         distributed.check_same_config(self.accelerator, config)
         self.num_rows = config.num_envs // self.world  # this rank's rows of the global batch
         env_kwargs = dict(env_kwargs or {})
-        if self.world > 1 and config.device == "auto" and takes_model(config.env_id):
+        if self.world > 1 and config.device in ("auto", "cuda") and takes_model(config.env_id):
             env_kwargs.setdefault("device", str(self.accelerator.device))  # cuda:<local rank>
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.peft_model = None
