@@ -127,20 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
             ("trl_rloo", lambda a: run_trl(a, Path(tmp))),
         ):
             policy, wall = runner(args)
-            ev = evaluate(
-                "RLHF-v0",
-                policy=policy.float().eval(),
-                episodes=args.eval_episodes,
-                prompts="sentiment-eval",
-                seed=1,
-                device="cpu",
-            ).summary()
-            results[name] = {
-                "wall_s": wall,
-                "score": ev["score"]["mean"],
-                "gold_score": ev["gold_score"]["mean"],
-                "kl": ev["kl"]["mean"],
-            }
+            results[name] = {"wall_s": wall, **held_out(policy, args)}
     ours, trl = results["rlhf_gym_ppo"], results["trl_rloo"]
     report = {
         "episodes": args.episodes,

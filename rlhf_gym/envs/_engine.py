@@ -303,15 +303,9 @@ class Engine:
         self._check_finite(rows, actions, kl_np, ref_lp_np, policy_logp)
         coef = self.scoring.coef
 
-        pos = self.length[rows]
-        self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
-        self.length[rows] += 1
-        self.kl_sum[rows] += kl_np
-        finished = (actions[rows] == self.eos) | (
-            self.length[rows] - self.prompt_len[rows] >= self.max_new
-        )
+        finished = self._append(rows, actions)
         done_rows = rows[finished]
-        self.live[done_rows] = False
+        self.kl_sum[rows] += kl_np
 
         rewards = np.zeros(self.B, dtype=np.float64)
         terminated = np.zeros(self.B, dtype=bool)
@@ -343,6 +337,17 @@ class Engine:
             )
         return rewards, terminated, info
 
+    def _append(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Append ``actions[rows]`` to the rows; which of them ended (EOS or the length limit)."""
+        pos = self.length[rows]
+        self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
+        self.length[rows] += 1
+        finished = (actions[rows] == self.eos) | (
+            self.length[rows] - self.prompt_len[rows] >= self.max_new
+        )
+        self.live[rows[finished]] = False
+        return finished
+
     def _step_deferred(
         self, rows: np.ndarray, actions: np.ndarray, policy_logp: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray, Info]:
@@ -360,14 +365,7 @@ class Engine:
             acts = torch.as_tensor(actions[rows], device=policy_logp.device)
             lp = policy_logp[torch.as_tensor(rows, device=policy_logp.device), acts]
             self.policy_logp_a[rows, t] = lp.double().cpu().numpy()
-        pos = self.length[rows]
-        self.ids[rows, pos], self.mask[rows, pos] = actions[rows], 1
-        self.length[rows] += 1
-        finished = (actions[rows] == self.eos) | (
-            self.length[rows] - self.prompt_len[rows] >= self.max_new
-        )
-        done_rows = rows[finished]
-        self.live[done_rows] = False
+        done_rows = rows[self._append(rows, actions)]
         rewards = np.zeros(self.B, dtype=np.float64)
         terminated = np.zeros(self.B, dtype=bool)
         coef = self.scoring.coef
