@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -178,12 +179,12 @@ def equal_kl(args: Any) -> dict:
         for beta in [float(x) for x in args.trl_betas.split(",")]:
             policy, wall = run_trl(args, Path(tmp), beta)
             trl_runs.append({"beta": beta, "wall_s": wall, **held_out(policy, args)})
-            print(f"TRL RLOO β={beta}: {trl_runs[-1]}", flush=True)
+            print(f"TRL RLOO β={beta}: {trl_runs[-1]}", file=sys.stderr, flush=True)
     rows = []
     for level in levels:
         policy, wall = run_ours(args, kl_target=level)
         ours = {"kl_target": level, "wall_s": wall, **held_out(policy, args)}
-        print(f"ours --kl-target {level}: {ours}", flush=True)
+        print(f"ours --kl-target {level}: {ours}", file=sys.stderr, flush=True)
         trl = min(trl_runs, key=lambda r: abs(math.log(max(r["kl"], 1e-6) / level)))
         rows.append(
             {
