@@ -36,7 +36,7 @@ def perturb_adapters(agent: PPO, scale: float = 0.3) -> None:
 
 
 def test_kl_against_the_adapter_off_reference_equals_a_separate_frozen_copy() -> None:
-    agent = lora_agent(kl_estimator="full")
+    agent = lora_agent(kl_estimator="full", reference_pass="per_step")  # a KL at every step
     perturb_adapters(agent)
     separate = gym.make_vec("RLHF-v0", num_envs=4, kl_estimator="full", device="cpu")
     twin = LMPolicy(agent.policy, 4, pad_token_id=separate.unwrapped.pad_token_id, seed=0)
