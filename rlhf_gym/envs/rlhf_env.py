@@ -242,8 +242,9 @@ class RLHFEnv(_Surface, gym.Env):
     every step but the last has reward 0, and the last
     ``r_T = score − β·Σ_t KL_t`` (``"kl"``) or ``score + β·Σ_t log π_ref(a_t|s_t)``
     (``"ref_logprob"``); the per-token terms come in that step's ``info`` (below), so an agent
-    can rebuild the per-step rewards exactly (PPO does). For agents that need the reward
-    (or ``reference_logits``) at each step, keep the default ``"per_step"``.
+    can rebuild the per-step rewards exactly (PPO does). With ``kl_target`` the whole KL part
+    uses the β in force at the last step (per step, each step's β). For agents that need the
+    reward (or ``reference_logits``) at each step, keep the default ``"per_step"``.
 
     ``kl_target`` switches on the adaptive KL controller of Ziegler et al. (``β`` moves after
     each episode so that the per-sequence KL approaches ``kl_target`` nats, over ``kl_horizon``
