@@ -66,8 +66,11 @@ from rlhf_gym.cli import main
 
 env = gym.make("RLHF-v0", device="cpu")
 obs, info = env.reset(seed=0)
+env.action_space.seed(0)  # unseeded, a random token is EOS once in 1,024 draws
 for _ in range(3):
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    if terminated:
+        break
 env.close()
 code = main(["eval", "--episodes", "8", "--num-envs", "8", "--best-of", "", "--device", "cpu"])
 print("RESULT " + json.dumps({"code": code, "attempts": attempts}))
