@@ -4,8 +4,8 @@ Layout of ``<run>/checkpoints/update_000050/``::
 
     policy/                    save_pretrained() of the policy and its tokenizer: loadable as
                                gym.make("RLHF-v0", model=".../policy") and by from_pretrained
-                               (with LoRA the adapter only, see rlhf_gym.agents.lora; an
-                               agent with save_policy()/load_policy() writes and reads it)
+                               (with LoRA, an agent's ``peft_model``, the adapter only:
+                               rlhf_gym.agents.lora)
     trainer_state.safetensors  every tensor of the agent's ``state_dict()``: optimizer moments,
                                critic / target weights, RNG states (uint8 tensors)
     trainer_state.json         everything else (update index, KL coefficient, config, replay
@@ -351,11 +351,10 @@ def save(run_dir: str | Path, agent: Any) -> Path:
     name = f"update_{agent.update_idx:06d}"
     final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(agent, "save_policy"):  # e.g. PPO with LoRA: the adapter only
-        agent.save_policy(tmp / "policy")
-    else:
-        agent.policy.save_pretrained(tmp / "policy")
-        agent.env.tokenizer.save_pretrained(tmp / "policy")
+    # With LoRA the PeftModel saves the adapter only (its base named by path, as peft
+    # recorded it when the adapter was added); otherwise the whole policy.
+    (getattr(agent, "peft_model", None) or agent.policy).save_pretrained(tmp / "policy")
+    agent.env.tokenizer.save_pretrained(tmp / "policy")
     save_state(agent.state_dict(), tmp)
     meta = {
         "format": FORMAT,
@@ -596,8 +595,6 @@ def load(path: str | Path, agent: Any, allow_pickle: bool = False) -> Path:
     """Restore ``agent`` (already built from the same config) from a checkpoint; return its
     directory. Never unpickles, unless ``allow_pickle`` and the checkpoint is in the old
     ``trainer_state.pt`` format (``torch.load(weights_only=False)``: trusted files only)."""
-    from transformers import AutoModelForCausalLM
-
     p = resolve(path, allow_pickle=allow_pickle)
     meta = json.loads((p / MARKER).read_text(encoding="utf-8"))
     if meta["agent"] != agent.agent_name:
@@ -612,10 +609,28 @@ def load(path: str | Path, agent: Any, allow_pickle: bool = False) -> Path:
             f"({meta['fingerprint']}) than this run's ({mine})"
         )
     state = load_state(p, allow_pickle=allow_pickle)
-    if hasattr(agent, "load_policy"):
-        agent.load_policy(p / "policy")
-    else:
-        saved = AutoModelForCausalLM.from_pretrained(p / "policy")
-        agent.policy.load_state_dict(saved.state_dict())
+    _load_policy(agent, p / "policy")
     agent.load_state_dict(state)
     return p
+
+
+def _load_policy(agent: Any, directory: Path) -> None:
+    """Load a checkpoint's ``policy/`` into ``agent``'s policy in place: the whole model, or with
+    LoRA (``agent.peft_model``) the adapter's weights; a clear error when they do not match."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_gym.agents import lora
+
+    peft_model = getattr(agent, "peft_model", None)
+    if (peft_model is None) == lora.is_adapter(directory):
+        saved, mine = (
+            ("a LoRA adapter", "full fine-tuning")
+            if peft_model is None
+            else ("a whole model", f"LoRA (lora_r={peft_model.peft_config['default'].r})")
+        )
+        raise ValueError(f"{directory} holds {saved}, but this run uses {mine}")
+    if peft_model is not None:
+        lora.load_adapter_weights(peft_model, directory)
+        return
+    saved_model = AutoModelForCausalLM.from_pretrained(directory)
+    agent.policy.load_state_dict(saved_model.state_dict())

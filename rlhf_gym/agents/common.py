@@ -18,9 +18,16 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((x - mean) ** 2 * mask).sum() / (n - 1).clamp(min=1)
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(x − mean) / std`` over the masked entries; padding stays 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+def whiten(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    var: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(x − mean) / std`` over the masked entries; padding stays 0. ``mean`` and ``var``
+    default to those of ``x`` (pass others, e.g. over several processes' entries)."""
+    mean = masked_mean(x, mask) if mean is None else mean
+    var = masked_var(x, mask) if var is None else var
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import warnings
 from collections.abc import Iterator
@@ -41,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhf_gym.envs.lm import IncrementalLM
+from rlhf_gym.envs.lm import IncrementalLM, cache_argument
 
 TARGET_HELP = "all-linear (every linear layer but the output head) or comma-separated names"
 
@@ -125,8 +124,7 @@ class _AdapterOff(nn.Module):
         self.peft_model = peft_model
         base = peft_model.get_base_model()
         self.config = base.config
-        params = inspect.signature(base.forward).parameters
-        self.cache_name = "cache" if "cache" in params else "past_key_values"
+        self.cache_name = cache_argument(base)
 
     def forward(self, *args: Any, cache: Any = None, **kwargs: Any) -> Any:
         """The base model's outputs; ``cache`` is the KV cache (whatever transformers names it)."""
@@ -154,12 +152,6 @@ class AdapterOffReference:
     def incremental(self, num_rows: int, pad_token_id: int) -> IncrementalLM:
         """``num_rows`` KV-cached rows of the reference (the environment calls this)."""
         return IncrementalLM(self.module, num_rows, pad_token_id)
-
-
-def save_adapter(peft_model: Any, directory: str | Path, base_path: str) -> None:
-    """Write the adapter (and only it) to ``directory``, naming ``base_path`` as its base."""
-    peft_model.peft_config["default"].base_model_name_or_path = base_path
-    peft_model.save_pretrained(str(directory))
 
 
 def load_adapter_weights(peft_model: Any, directory: str | Path) -> None:

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ import torch
 from torch import nn
 
 from rlhf_gym.agents import distributed, logs, loop, tags
-from rlhf_gym.agents.common import annealed_lr, gae, masked_mean, masked_var
+from rlhf_gym.agents.common import annealed_lr, gae, masked_mean, masked_var, whiten
 from rlhf_gym.agents.config import AgentConfig, positive_ints, takes_model
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.distributed import MIXED_PRECISION
@@ -82,6 +81,7 @@ from rlhf_gym.agents.episodes import (
 )
 from rlhf_gym.agents.models import make_vector_env, trainable_policy
 from rlhf_gym.envs.policy import LMPolicy
+from rlhf_gym.envs.rlhf_env import REFERENCE_PASSES
 
 
 @dataclass
@@ -174,9 +174,9 @@ class PPOConfig(AgentConfig):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
-        if self.reference_pass not in ("per_step", "deferred"):
+        if self.reference_pass not in REFERENCE_PASSES:
             raise ValueError(
-                f"reference_pass={self.reference_pass!r} is not one of ['per_step', 'deferred']"
+                f"reference_pass={self.reference_pass!r} is not one of {list(REFERENCE_PASSES)}"
             )
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(
@@ -194,7 +194,7 @@ class PPOConfig(AgentConfig):
 
     @property
     def minibatch_size(self) -> int:
-        """Episodes per minibatch: ``num_envs // num_minibatches``."""
+        """Episodes per minibatch over all processes: ``num_envs // num_minibatches``."""
         return self.num_envs // self.num_minibatches
 
     @property
@@ -330,7 +330,6 @@ class PPO:
         )
         peft_model = lora.wrap(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_target_modules)
         lora.as_float32(peft_model)  # bf16 frozen weights, fp32 trainable ones
-        self.base_model_path = getattr(base, "name_or_path", "") or str(kw["model"])
         reference = lora.AdapterOffReference(peft_model)
         return peft_model, {**env_kwargs, "model": reference, "tokenizer": tokenizer}
 
@@ -443,7 +442,7 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         order = self.minibatch_order(B)
-        mb = B // cfg.num_minibatches  # this rank's rows of each minibatch
+        mb = cfg.minibatch_size // self.world  # this rank's rows of each minibatch
         # Old log-probs and values, minibatched exactly like epoch 0 so that its first
         # minibatch reproduces them bit for bit (ratio exactly 1).
         old_logp, old_values = (
@@ -462,7 +461,7 @@ class PPO:
             if cfg.whiten_advantages:
                 mean, var = self._mean_var(adv, m)  # over every rank's rollout
                 kl_weight = ro.kl_coef * float(torch.rsqrt(var + 1e-8))
-                adv = (adv - mean) * torch.rsqrt(var + 1e-8) * m
+                adv = whiten(adv, m, mean, var)
         stats: dict[str, list[float]] = {
             k: []
             for k in (
@@ -630,36 +629,6 @@ class PPO:
         torch.set_rng_state(state["torch_rng"])
         if self.env.kl_target is not None:
             self.env.set_kl_coef(state["kl_coef"])
-
-    def save_policy(self, directory: str | Path) -> None:
-        """Save the policy for a checkpoint: the whole model, or with LoRA only the adapter
-        (its base named by path, :mod:`rlhf_gym.agents.lora`); the tokenizer beside it."""
-        if self.peft_model is None:
-            self.policy.save_pretrained(directory)
-        else:
-            from rlhf_gym.agents import lora
-
-            lora.save_adapter(self.peft_model, directory, self.base_model_path)
-        self.env.tokenizer.save_pretrained(directory)
-
-    def load_policy(self, directory: str | Path) -> None:
-        """Load the weights :meth:`save_policy` wrote into this agent's policy, in place."""
-        from rlhf_gym.agents import lora
-
-        if (self.peft_model is None) == lora.is_adapter(directory):
-            saved, mine = (
-                ("a LoRA adapter", "full fine-tuning")
-                if self.peft_model is None
-                else ("a whole model", f"LoRA (lora_r={self.cfg.lora_r})")
-            )
-            raise ValueError(f"{directory} holds {saved}, but this run uses {mine}")
-        if self.peft_model is not None:
-            lora.load_adapter_weights(self.peft_model, directory)
-            return
-        from transformers import AutoModelForCausalLM
-
-        saved_model = AutoModelForCausalLM.from_pretrained(directory)
-        self.policy.load_state_dict(saved_model.state_dict())
 
 
 # ---------------------------------------------------------------------- models

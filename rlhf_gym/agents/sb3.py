@@ -54,7 +54,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -81,7 +80,7 @@ from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.episodes import EpisodeStats
 from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs import IncrementalLM, RLHFEnv
-from rlhf_gym.envs.lm import DATA_DIR, resolve_model_path
+from rlhf_gym.envs.lm import DATA_DIR, cache_argument, resolve_model_path
 
 LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM module
 
@@ -224,8 +223,7 @@ class _HiddenStates(nn.Module):
     def __init__(self, body: nn.Module) -> None:
         super().__init__()
         self.body = body
-        params = inspect.signature(body.forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = cache_argument(body)
 
     def forward(
         self,

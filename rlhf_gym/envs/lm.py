@@ -164,6 +164,13 @@ def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dt
     return model
 
 
+def cache_argument(model: Any) -> str:
+    """The name of ``model.forward``'s KV-cache argument: ``"cache"`` (transformers >= 5.2x)
+    or ``"past_key_values"`` (earlier releases)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @runtime_checkable
 class ReferenceRows(Protocol):
     """The frozen reference as the environment drives it: ``B`` rows of growing token sequences.
@@ -217,9 +224,7 @@ class IncrementalLM:
         self.logits: torch.Tensor | None = None  # (B, V) float32
         self._seen_ids: np.ndarray | None = None  # last observation given to sync()
         self._seen_len: np.ndarray | None = None
-        # transformers >= 5.2x names the KV cache `cache`; earlier releases `past_key_values`.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_argument(model)
 
     def reset(self) -> None:
         """Forget every row (call after the model's weights change: the cache is stale)."""
