@@ -57,6 +57,12 @@ def paths(tmp_path_factory, tiny_lm_dir, tiny_rm_dir) -> dict[str, str]:
     (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
     rmtrunc = shutil.copytree(tiny_rm_dir, root / "rmtrunc")
     (rmtrunc / "model.safetensors").write_bytes(b"\x00" * 100)
+    badad = root / "badad"  # an adapter whose config is not JSON
+    badad.mkdir()
+    (badad / "adapter_config.json").write_text("{not json")
+    adtrunc = _tiny_adapter(tiny_lm_dir, root / "adtrunc")  # adapter weights cut in half
+    data = (adtrunc / "adapter_model.safetensors").read_bytes()
+    (adtrunc / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
     return {
         "T": str(root),
         "lm": str(tiny_lm_dir),
@@ -64,8 +70,22 @@ def paths(tmp_path_factory, tiny_lm_dir, tiny_rm_dir) -> dict[str, str]:
         "badcfg": str(badcfg),
         "trunc": str(trunc),
         "rmtrunc": str(rmtrunc),
+        "badad": str(badad),
+        "adtrunc": str(adtrunc),
         "P": str(root / "prompts.txt"),
     }
+
+
+def _tiny_adapter(lm_dir: Path, out: Path) -> Path:
+    """A LoRA adapter of the tiny LM, saved as a LoRA checkpoint's policy/ is."""
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_gym.agents import lora
+
+    lora.wrap(AutoModelForCausalLM.from_pretrained(lm_dir), 2, 4.0, "all-linear").save_pretrained(
+        out
+    )
+    return out
 
 
 OFFLINE = "must be downloaded first or given as a local path"
@@ -92,6 +112,22 @@ CASES = [
         "train --model {lm} --reward-model {rm} --logdir {T}/afile/sub " + " ".join(TINY_TRAIN),
         "--logdir '{T}/afile/sub': " + NOT_DIR,
     ),
+    ("train --lora-r -1", "lora_r must be an integer >= 0 (0: no LoRA), got -1"),
+    ("train --env RLHFToy-v0 --lora-r 4", "reference is a table, not a network"),
+    (
+        "train --model {lm} --reward-model {rm} --lora-r 2 --lora-target-modules q_proj "
+        + " ".join(TINY_TRAIN),
+        "lora_target_modules='q_proj' does not fit this gpt2 model",
+    ),
+    ("train --mixed-precision fp8", "mixed_precision='fp8' is not one of"),
+    ("train --env RLHFToy-v0 --mixed-precision fp16 --device cpu", "needs a CUDA device"),
+    ("train --reference-pass later", "reference_pass='later' is not one of"),
+    # merge
+    ("merge /nonexistent/a {T}/m1", "/nonexistent/a: no such directory"),
+    ("merge {lm} {T}/m1", "no adapter_config.json; not a LoRA adapter directory"),
+    ("merge {badad} {T}/m1", "badad/adapter_config.json: not a valid adapter config"),
+    ("merge {adtrunc} {T}/m1", "{adtrunc}: the adapter or its base model could not be loaded"),
+    ("merge {lm} {T}/afile/m", "out '{T}/afile/m': " + NOT_DIR),
     # eval
     ("eval --policy /nonexistent/p --device cpu --best-of 1", "policy='/nonexistent/p'"),
     ("eval --policy {trunc} --device cpu --episodes 4 --best-of 1", "policy='{trunc}' " + CORRUPT),

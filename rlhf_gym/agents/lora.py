@@ -160,7 +160,7 @@ def load_adapter_weights(peft_model: Any, directory: str | Path) -> None:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    saved = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
+    saved = adapter_config(directory)
     mine = peft_model.peft_config["default"]
     if saved.get("r") != mine.r or set(saved.get("target_modules") or []) != set(
         mine.target_modules or []
@@ -176,6 +176,19 @@ def load_adapter_weights(peft_model: Any, directory: str | Path) -> None:
         raise ValueError(
             f"{directory}: adapter weights that do not fit this model: {result.unexpected_keys[:3]}"
         )
+
+
+def adapter_config(directory: str | Path) -> dict[str, Any]:
+    """The adapter's ``adapter_config.json``; a ``ValueError`` naming the file if it is not a
+    JSON object."""
+    path = Path(directory) / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid adapter config ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a valid adapter config (not a JSON object)")
+    return config
 
 
 def is_adapter(directory: str | Path) -> bool:
@@ -194,8 +207,18 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{adapter_dir}: no such directory")
     if not is_adapter(adapter_dir):
         raise ValueError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
-    with _peft_quietly():
-        model = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir))
+    adapter_config(adapter_dir)  # a clear error for a corrupt config before peft reads it
+    from safetensors import SafetensorError
+
+    try:
+        with _peft_quietly():
+            model = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir))
+    except (OSError, ValueError, SafetensorError) as e:
+        lines = str(e).strip().splitlines()
+        raise ValueError(
+            f"{adapter_dir}: the adapter or its base model could not be loaded "
+            f"({type(e).__name__}: {lines[0] if lines else ''})"
+        ) from e
     merged = model.merge_and_unload()
     merged.save_pretrained(str(out_dir))
     if (adapter_dir / "tokenizer_config.json").is_file():
