@@ -1,10 +1,17 @@
-"""PPO training throughput: response tokens per second of rollout, update, and both.
+"""PPO training throughput: response tokens per second of rollout, update, and both, for each
+reference pass of the environment.
 
     python benchmarks/ppo_speed.py                                   # default model, CPU
     python benchmarks/ppo_speed.py --model gpt2-small-random --dtype bfloat16 --device cuda
 
-Runs one warm-up update, then ``--updates`` timed ones, and prints medians (``--json``: one
-JSON object). ``gpt2-small-random`` is GPT-2 small's body with random weights (see _models.py).
+Builds one PPO agent per ``--reference-passes`` entry (default: ``per_step`` and ``deferred``,
+PPO's default), runs one warm-up update of each, then ``--updates`` timed collect + update
+cycles of each, alternating between the agents so that drift on a shared machine hits both
+alike. Prints medians (``--json``: one JSON object): per pass the rollout, update and total
+tokens per second and the rollout's share of the time; and ``deferred_vs_per_step``, the ratio
+of the rollout's tokens per second, measured in the same process. ``gpt2-small-random`` is
+GPT-2 small's body with random weights (see _models.py). Both agents start from the same
+weights and seeds, so they sample the same tokens.
 """
 
 from __future__ import annotations
@@ -22,63 +29,98 @@ from _models import gpt2_small_random
 from rlhf_gym.agents.ppo import PPO, PPOConfig
 
 
+def cycle(agent: PPO) -> tuple[float, float, float]:
+    """One collect + update; its response tokens and the two durations in seconds."""
+    dev = agent.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    ro = agent.collect()
+    sync()
+    t1 = time.perf_counter()
+    agent.update(ro)
+    sync()
+    t2 = time.perf_counter()
+    agent.update_idx += 1
+    return float(ro.response_mask.sum()), t1 - t0, t2 - t1
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="default")
     p.add_argument("--num-envs", type=int, default=64)
     p.add_argument("--updates", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--reference-passes", default="per_step,deferred")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     tmp = tempfile.TemporaryDirectory()
     model = args.model
     if model == "gpt2-small-random":
         model = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
-    cfg = PPOConfig(
-        model=model,
-        num_envs=args.num_envs,
-        total_episodes=10**9,
-        device=args.device,
-        dtype=args.dtype,
-        learning_rate=1e-5,
-    )
-    agent = PPO(cfg)
-    dev = agent.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    rows = []
+    agents = {
+        name: PPO(
+            PPOConfig(
+                model=model,
+                num_envs=args.num_envs,
+                total_episodes=10**9,
+                device=args.device,
+                dtype=args.dtype,
+                learning_rate=1e-5,
+                reference_pass=name,
+            )
+        )
+        for name in args.reference_passes.split(",")
+    }
+    rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in agents}
     for i in range(args.updates + 1):
-        sync()
-        t0 = time.perf_counter()
-        ro = agent.collect()
-        sync()
-        t1 = time.perf_counter()
-        agent.update(ro)
-        sync()
-        t2 = time.perf_counter()
-        agent.update_idx += 1
-        tokens = float(ro.response_mask.sum())
-        if i:  # the first update is a warm-up
-            rows.append((tokens / (t1 - t0), tokens / (t2 - t1), tokens / (t2 - t0)))
-    med = [statistics.median(c) for c in zip(*rows, strict=True)]
+        for name, agent in agents.items():
+            tokens, t_collect, t_update = cycle(agent)
+            if i:  # the first update is a warm-up
+                total = t_collect + t_update
+                rows[name].append(
+                    (tokens / t_collect, tokens / t_update, tokens / total, t_collect / total)
+                )
+    passes = {}
+    for name, r in rows.items():
+        med = [statistics.median(c) for c in zip(*r, strict=True)]
+        passes[name] = {
+            "rollout_tokens_per_s": med[0],
+            "update_tokens_per_s": med[1],
+            "total_tokens_per_s": med[2],
+            "rollout_share": med[3],
+        }
     report = {
         "model": args.model,
-        "device": str(dev),
+        "device": str(next(iter(agents.values())).device),
         "dtype": args.dtype,
         "num_envs": args.num_envs,
         "updates": args.updates,
-        "rollout_tokens_per_s": med[0],
-        "update_tokens_per_s": med[1],
-        "total_tokens_per_s": med[2],
+        "passes": passes,
+        **passes.get("deferred", {}),  # the default pass's figures at the top, as before
     }
+    if {"per_step", "deferred"} <= passes.keys():
+        report["deferred_vs_per_step"] = (
+            passes["deferred"]["rollout_tokens_per_s"] / passes["per_step"]["rollout_tokens_per_s"]
+        )
     if args.json:
         print(json.dumps(report))
     else:
         print(
-            f"PPO {args.model} on {dev} ({args.dtype}), B={args.num_envs}, median of "
-            f"{args.updates} updates: rollout {med[0]:.0f} tok/s, update {med[1]:.0f} tok/s, "
-            f"total {med[2]:.0f} tok/s"
+            f"PPO {args.model} on {report['device']} ({args.dtype}), B={args.num_envs}, median "
+            f"of {args.updates} updates (tokens/s):"
         )
+        for name, r in passes.items():
+            print(
+                f"  {name:>9}: rollout {r['rollout_tokens_per_s']:.0f}, update "
+                f"{r['update_tokens_per_s']:.0f}, total {r['total_tokens_per_s']:.0f}; rollout "
+                f"{100 * r['rollout_share']:.0f} % of the time"
+            )
+        if "deferred_vs_per_step" in report:
+            print(f"  rollout, deferred / per step: {report['deferred_vs_per_step']:.2f}")
     return report
 
 
