@@ -60,3 +60,44 @@ def annealed_lr(base: float, update_idx: int, num_updates: int, anneal: bool) ->
     with ``anneal`` decayed linearly from ``base`` at the first update towards 0 after the last
     (the "N implementation details" reproduction's ``anneal_lr``)."""
     return base * (1.0 - update_idx / num_updates) if anneal else base
+
+
+def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``G_t = Σ_{t' ≥ t} γ^{t'−t}·r_{t'}`` over right-padded ``(B, L)`` sequences; 0 on padding."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = (rewards[:, t] + gamma * running) * mask[:, t]
+        out[:, t] = running
+    return out
+
+
+def leave_one_out(
+    rewards: torch.Tensor, mask: torch.Tensor, group: int, gamma: float = 1.0
+) -> torch.Tensor:
+    """Advantages from ``group`` samples of each prompt, without a critic (RLOO's baseline).
+
+    Rows ``g·group … (g+1)·group − 1`` are samples of the same prompt. A token's advantage is
+    its return-to-go minus the mean of the *other* samples' returns-to-go from the same
+    position; a sample that has already ended by then counts with its last token's (its score
+    minus that token's KL penalty). The baseline never depends on the row's own actions, so
+    the policy gradient stays unbiased (Kool et al. 2019; Ahmadian et al. 2024).
+
+    Args:
+        rewards, mask: ``(B, L)`` per-token rewards and response mask, ``B`` a multiple of
+            ``group``.
+        group: samples per prompt, at least 2.
+        gamma: discount of the returns-to-go.
+
+    Returns:
+        ``(B, L)`` advantages, zero on padding.
+    """
+    B, L = rewards.shape
+    if group < 2 or B % group:
+        raise ValueError(f"leave_one_out needs group >= 2 dividing the rows; got {group} for {B}")
+    G = returns_to_go(rewards, mask, gamma)
+    last = (mask.sum(1).long() - 1).clamp(min=0)  # each row's last real position
+    held = torch.minimum(torch.arange(L, device=G.device)[None, :], last[:, None])
+    G_held = G.gather(1, held).view(B // group, group, L)  # a finished row keeps its last G
+    others = (G_held.sum(1, keepdim=True) - G_held) / (group - 1)
+    return (G - others.view(B, L)) * mask

@@ -68,7 +68,14 @@ import torch
 from torch import nn
 
 from rlhf_gym.agents import distributed, logs, loop, tags
-from rlhf_gym.agents.common import annealed_lr, gae, masked_mean, masked_var, whiten
+from rlhf_gym.agents.common import (
+    annealed_lr,
+    gae,
+    leave_one_out,
+    masked_mean,
+    masked_var,
+    whiten,
+)
 from rlhf_gym.agents.config import AgentConfig, positive_ints, takes_model
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.distributed import MIXED_PRECISION
@@ -83,6 +90,8 @@ from rlhf_gym.agents.models import make_vector_env, trainable_policy
 from rlhf_gym.envs.policy import LMPolicy
 from rlhf_gym.envs.rlhf_env import REFERENCE_PASSES
 
+BASELINES = ("critic", "leave_one_out")
+""":attr:`PPOConfig.baseline`'s choices."""
 
 @dataclass
 class PPOConfig(AgentConfig):
@@ -123,6 +132,15 @@ class PPOConfig(AgentConfig):
     ratio_threshold: float = _f(10.0, "skip a minibatch whose mean ratio exceeds this (TRL)")
     missing_eos_penalty: float = _f(0.0, "subtracted from the score of a response with no EOS")
     critic: str = _f("value_head", "'value_head' (zero-init, on the policy) or 'reward_model'")
+    baseline: str = _f(
+        "critic",
+        "what advantages are measured against: critic (GAE on the critic's values) or "
+        "leave_one_out (the other samples of the same prompt, RLOO's baseline; no critic; "
+        "needs samples_per_prompt >= 2)",
+    )
+    samples_per_prompt: int = _f(
+        1, "responses sampled for each prompt of a rollout (rows of a prompt are adjacent)"
+    )
     kl_target: float = _f(0.0, "adaptive KL target in nats per sequence (0: fixed β)")
     kl_horizon: int | None = _f(
         None,
@@ -153,7 +171,19 @@ class PPOConfig(AgentConfig):
     def validate(self) -> None:
         """The shared checks, then PPO's own (epochs, minibatches, critic, temperature)."""
         super().validate()
-        positive_ints(self, "ppo_epochs", "num_minibatches")
+        positive_ints(self, "ppo_epochs", "num_minibatches", "samples_per_prompt")
+        if self.num_envs % self.samples_per_prompt:
+            raise ValueError(
+                f"num_envs={self.num_envs} must be divisible by "
+                f"samples_per_prompt={self.samples_per_prompt}"
+            )
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline={self.baseline!r} is not one of {list(BASELINES)}")
+        if self.baseline == "leave_one_out" and self.samples_per_prompt < 2:
+            raise ValueError(
+                "baseline='leave_one_out' compares each response with the other responses to "
+                f"its prompt: samples_per_prompt must be >= 2, got {self.samples_per_prompt}"
+            )
         if self.num_envs % self.num_minibatches:
             raise ValueError(
                 f"num_envs={self.num_envs} must be divisible by "
@@ -275,6 +305,12 @@ class PPO:
         distributed.check_divisible(config.num_envs, config.num_minibatches, self.world)
         distributed.check_same_config(self.accelerator, config)
         self.num_rows = config.num_envs // self.world  # this rank's rows of the global batch
+        if self.num_rows % config.samples_per_prompt:
+            raise ValueError(
+                f"each of the {self.world} processes gets {self.num_rows} rows, not a multiple "
+                f"of samples_per_prompt={config.samples_per_prompt} (a prompt's samples stay "
+                "on one process)"
+            )
         env_kwargs = dict(env_kwargs or {})
         if self.world > 1 and config.device in ("auto", "cuda") and takes_model(config.env_id):
             env_kwargs.setdefault("device", str(self.accelerator.device))  # cuda:<local rank>
@@ -289,7 +325,11 @@ class PPO:
             self.policy = self.peft_model.get_base_model()  # adapter on: the acting policy
         else:
             self.policy = trainable_policy(self.env)  # eval mode: dropout off while training
-        self.critic = make_critic(config.critic, self.policy, self.env).to(self.device)
+        self.critic = (
+            None  # the other samples of each prompt are the baseline
+            if config.baseline == "leave_one_out"
+            else make_critic(config.critic, self.policy, self.env).to(self.device)
+        )
         self.sampler = LMPolicy(
             self.policy,
             self.num_rows,
@@ -311,6 +351,7 @@ class PPO:
         self.scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.update_idx, self.episodes_seen = 0, 0
+        self.num_prompts = getattr(self.env, "num_prompts", None)
 
     def _lora(self, env_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Load the model once, add LoRA adapters; the env's reference is the adapter off."""
@@ -356,7 +397,7 @@ class PPO:
                 refs.append(self.env.reference_logits.float().log_softmax(-1))
             return self.sampler.act(obs)
 
-        for step in first_episodes(self.envs, act, seed):
+        for step in first_episodes(self.envs, act, seed, self.prompt_options(seed)):
             logits = self.sampler.action_logits(step.obs)  # (B, V) sampled from, / temperature
             chosen = torch.as_tensor(step.actions, device=logits.device)[:, None]
             logp = logits.log_softmax(-1).gather(1, chosen)[:, 0].cpu()  # (B,)
@@ -404,6 +445,18 @@ class PPO:
             self.env.kl_coef,
             ref,
         )
+
+    def prompt_options(self, seed: int) -> dict[str, Any] | None:
+        """``reset`` options that give each prompt ``samples_per_prompt`` adjacent rows: the
+        rollout's ``B / k`` prompts drawn uniformly from the pool with ``seed``; ``None`` (the
+        env draws one prompt per row) when ``k = 1``."""
+        k = self.cfg.samples_per_prompt
+        if k == 1:
+            return None
+        if not self.num_prompts:
+            raise ValueError(f"samples_per_prompt={k}: {self.cfg.env_id} has no prompt pool")
+        draws = np.random.default_rng(seed).integers(self.num_prompts, size=self.num_rows // k)
+        return {"prompt_index": np.repeat(draws, k).tolist()}
 
     # ------------------------------------------------------------------ 2. update
     def forward(
@@ -454,7 +507,11 @@ class PPO:
                 idx = order[0][k : k + mb].to(self.device)
                 lp, _, v, _ = self.forward(ro.input_ids[idx], ro.attention_mask[idx], L)
                 old_logp[idx], old_values[idx] = lp, v
-            adv, returns = gae(ro.rewards, old_values * m, m, cfg.gamma, cfg.lam)
+            if self.critic is None:  # RLOO: the prompt's other samples are the baseline
+                adv = leave_one_out(ro.rewards, m, cfg.samples_per_prompt, cfg.gamma)
+                returns = None
+            else:
+                adv, returns = gae(ro.rewards, old_values * m, m, cfg.gamma, cfg.lam)
             # The exact KL's direct gradient, in the units of the policy-gradient term: whitening
             # divides the advantages by their std, so β is divided by it too (module docstring).
             kl_weight = ro.kl_coef
@@ -466,7 +523,6 @@ class PPO:
             k: []
             for k in (
                 tags.POLICY_LOSS,
-                tags.VALUE_LOSS,
                 tags.APPROX_KL,
                 tags.CLIPFRAC,
                 tags.ENTROPY,
@@ -496,20 +552,21 @@ class PPO:
                 pg_loss = mean(
                     torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
                 )
-                v_clip = old_values[idx] + (values - old_values[idx]).clamp(
-                    -cfg.clip_range_value, cfg.clip_range_value
-                )
-                vf_loss = 0.5 * mean(
-                    torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
-                )
-                loss = pg_loss + cfg.vf_coef * vf_loss
+                loss, vf_loss = pg_loss, None
+                if returns is not None:
+                    v_clip = old_values[idx] + (values - old_values[idx]).clamp(
+                        -cfg.clip_range_value, cfg.clip_range_value
+                    )
+                    vf_loss = 0.5 * mean(
+                        torch.max((values - returns[idx]) ** 2, (v_clip - returns[idx]) ** 2)
+                    )
+                    loss = loss + cfg.vf_coef * vf_loss
                 kl_loss = None if kl is None else mean(kl)
                 if kl_loss is not None:
                     loss = loss + kl_weight * kl_loss
                 with torch.no_grad():
                     row = {
                         tags.POLICY_LOSS: pg_loss.item(),
-                        tags.VALUE_LOSS: vf_loss.item(),
                         tags.APPROX_KL: masked_mean(0.5 * log_ratio**2, mm).item(),
                         tags.CLIPFRAC: masked_mean(
                             ((ratio - 1).abs() > cfg.clip_range).float(), mm
@@ -517,6 +574,8 @@ class PPO:
                         tags.ENTROPY: masked_mean(entropy, mm).item(),
                         tags.RATIO: masked_mean(ratio, mm).item(),
                     }
+                    if vf_loss is not None:  # a critic's loss (none with leave_one_out)
+                        row[tags.VALUE_LOSS] = vf_loss.item()
                     if kl_loss is not None:  # only the exact estimator adds the KL term
                         row[tags.KL_LOSS] = kl_loss.item()
                 if first is None:
@@ -605,7 +664,7 @@ class PPO:
     def state_dict(self) -> dict[str, Any]:
         """Everything but the policy weights needed to continue exactly where training stopped."""
         return {
-            "critic": self.critic.state_dict(),
+            "critic": None if self.critic is None else self.critic.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "update_idx": self.update_idx,
             "episodes_seen": self.episodes_seen,
@@ -618,7 +677,8 @@ class PPO:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (the adaptive β included)."""
-        self.critic.load_state_dict(state["critic"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_idx, self.episodes_seen = state["update_idx"], state["episodes_seen"]
         self.sampler.generator.set_state(state["sampler_rng"])
@@ -637,7 +697,7 @@ class ActorCritic(nn.Module):
     ``accelerate`` wraps for several processes or mixed precision)."""
 
     def __init__(
-        self, policy: nn.Module, critic: Critic, autocast: torch.dtype | None = None
+        self, policy: nn.Module, critic: Critic | None, autocast: torch.dtype | None = None
     ) -> None:
         super().__init__()
         self.policy, self.critic, self.autocast = policy, critic, autocast
@@ -656,8 +716,8 @@ class ActorCritic(nn.Module):
     def logits_and_values(
         self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward` without autocast."""
-        on_policy = self.critic.on_policy
+        """:meth:`forward` without autocast (values 0 without a critic)."""
+        on_policy = self.critic is not None and self.critic.on_policy
         out = self.policy(
             input_ids=ids,
             attention_mask=mask,
@@ -665,6 +725,8 @@ class ActorCritic(nn.Module):
             output_hidden_states=on_policy,
             use_cache=False,  # one pass over whole sequences: no KV cache to keep
         )
+        if self.critic is None:
+            return out.logits, torch.zeros(ids.shape, device=ids.device)
         hidden = out.hidden_states[-1] if on_policy else None
         return out.logits, self.critic(ids, mask, pos, hidden)
 
