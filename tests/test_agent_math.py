@@ -1,11 +1,11 @@
-"""GAE and whitening against hand-computed values."""
+"""GAE, whitening and the leave-one-out baseline against hand-computed values."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rlhf_gym.agents.common import gae, masked_mean, whiten
+from rlhf_gym.agents.common import gae, leave_one_out, masked_mean, returns_to_go, whiten
 
 
 def test_gae_by_hand():
@@ -43,3 +43,35 @@ def test_whiten_by_hand():
     torch.testing.assert_close(w[m.bool()], expected, atol=1e-6, rtol=1e-6)
     assert (w[~m.bool()] == 0).all()
     assert masked_mean(x, m).item() == pytest.approx(2.5)
+
+
+def test_returns_to_go_by_hand():
+    r = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    expected = torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0], [4 + 0.5 * 5, 5.0, 0.0]])
+    torch.testing.assert_close(returns_to_go(r, m, 0.5), expected)
+
+
+def test_leave_one_out_by_hand():
+    # one prompt, three samples of lengths 3, 2 and 1 (γ = 1); returns-to-go:
+    # row 0: [3, 2, 1]   row 1: [5, 4, –] (held at 4)   row 2: [-1, –, –] (held at -1)
+    r = torch.tensor([[1.0, 1.0, 1.0], [1.0, 4.0, 0.0], [-1.0, 0.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    adv = leave_one_out(r, m, group=3)
+    expected = torch.tensor(
+        [
+            [3 - (5 - 1) / 2, 2 - (4 - 1) / 2, 1 - (4 - 1) / 2],
+            [5 - (3 - 1) / 2, 4 - (2 - 1) / 2, 0.0],
+            [-1 - (3 + 5) / 2, 0.0, 0.0],
+        ]
+    )
+    torch.testing.assert_close(adv, expected)
+
+
+def test_leave_one_out_keeps_prompts_apart_and_is_zero_for_equal_samples():
+    r = torch.tensor([[0.0, 2.0], [0.0, 2.0], [1.0, 0.0], [3.0, 0.0]])
+    m = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    adv = leave_one_out(r, m, group=2)
+    torch.testing.assert_close(adv, torch.tensor([[0.0, 0.0], [0.0, 0.0], [-2.0, 0.0], [2.0, 0.0]]))
+    with pytest.raises(ValueError, match="group >= 2"):
+        leave_one_out(r, m, group=3)

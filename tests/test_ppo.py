@@ -328,3 +328,47 @@ def test_the_kl_target_lands_within_a_quarter_on_the_default_task():
     assert agent.env.kl_coef > 4 * cfg.kl_coef  # β had to move far: the old horizon could not
     kl = held_out(cfg, agent.policy, 128, None).summary()["kl"]["mean"]
     assert abs(kl / cfg.kl_target - 1) <= 0.25, kl
+
+
+def test_samples_per_prompt_groups_rows_and_leave_one_out_trains(tiny_lm_dir, tiny_env_kwargs):
+    """With samples_per_prompt = k, rows g·k … g·k + k − 1 share a prompt (seeded, so a second
+    agent draws the same ones); the leave-one-out baseline needs no critic and trains."""
+    cfg = PPOConfig(
+        model=str(tiny_lm_dir),
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=16,
+        max_new_tokens=5,
+        device="cpu",
+        samples_per_prompt=4,
+        baseline="leave_one_out",
+    )
+    agent = PPO(cfg, env_kwargs=tiny_env_kwargs)
+    assert agent.critic is None
+    ro = agent.collect()
+    P = ro.input_ids.shape[1] - ro.response_mask.shape[1]
+    prompts = [
+        tuple(row[m.bool()].tolist())
+        for row, m in zip(ro.input_ids[:, :P], ro.attention_mask[:, :P])
+    ]
+    assert prompts[0:4] == [prompts[0]] * 4 and prompts[4:8] == [prompts[4]] * 4
+    assert len({r.tolist().__repr__() for r in ro.input_ids}) > 2  # the samples differ
+    again = PPO(cfg, env_kwargs=tiny_env_kwargs).collect()
+    assert torch.equal(again.input_ids[:, :P], ro.input_ids[:, :P])
+    stats = agent.update(ro)
+    assert tags.VALUE_LOSS not in stats and np.isfinite(stats[tags.POLICY_LOSS])
+    assert agent.first_minibatch[tags.RATIO] == 1.0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(baseline="leave_one_out"), "samples_per_prompt must be >= 2"),
+        (dict(samples_per_prompt=3), "divisible by samples_per_prompt=3"),
+        (dict(baseline="mean"), "baseline='mean' is not one of"),
+        (dict(samples_per_prompt=0), "samples_per_prompt"),
+    ],
+)
+def test_bad_baseline_settings(changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PPOConfig(env_id="RLHFToy-v0", num_envs=8, **changes).validate()

@@ -469,21 +469,27 @@ class PPO:
         """Log-probs of the response tokens, entropies, values and exact KLs: ``(n, L)`` each.
 
         One forward pass per sequence; the logits at column ``P − 1 + t`` predict response
-        token ``t`` (the prompt is left-padded to ``P``, so every response starts at ``P``).
-        The KL, ``Σ_v π(v)·(log π(v) − log π_ref(v))`` at each response state, needs the
-        reference's ``(n, L, V)`` log-probabilities; without them it is ``None``.
+        token ``t`` (the prompt is left-padded to ``P``, so every response starts at ``P``), so
+        the output head runs on the last ``L + 1`` columns only. The KL, ``Σ_v π(v)·(log π(v)
+        − log π_ref(v))`` at each response state, needs the reference's ``(n, L, V)``
+        log-probabilities; without them it is ``None``. The entropy is for the logs (no
+        gradient).
         """
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, values = self.model(ids, mask, pos)  # (n, T, V), (n, T)
+        logits, values = self.model(ids, mask, pos, L + 1)  # (n, L + 1, V), (n, T)
         P = ids.shape[1] - L
-        logits = logits[:, P - 1 : -1].float() / self.cfg.temperature  # (n, L, V)
+        logits = logits[:, :-1].float() / self.cfg.temperature  # (n, L, V)
         logp_all = logits.log_softmax(-1)
         logp = logp_all.gather(2, ids[:, P:, None]).squeeze(2)  # (n, L)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
         values = values[:, P - 1 : -1].float()  # (n, L)
         kl = None
         if ref_logprobs is not None:
-            kl = (logp_all.exp() * (logp_all - ref_logprobs)).sum(-1)  # (n, L), exact
+            probs = logp_all.exp()
+            kl = (probs * (logp_all - ref_logprobs)).sum(-1)  # (n, L), exact
+        else:
+            probs = logp_all.detach().exp()
+        with torch.no_grad():
+            entropy = -(probs.detach() * logp_all.detach()).sum(-1)
         return logp, entropy, values, kl
 
     def update(self, ro: Rollout) -> dict[str, float]:
@@ -703,18 +709,19 @@ class ActorCritic(nn.Module):
         self.policy, self.critic, self.autocast = policy, critic, autocast
 
     def forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(n, T, V)`` and values ``(n, T)`` at every position (under autocast with
-        mixed precision: weights stay in their dtype, matrix products run in ``autocast``)."""
+        """Logits ``(n, keep, V)`` at the last ``keep`` positions (every position with 0) and
+        values ``(n, T)`` at every position (under autocast with mixed precision: weights stay
+        in their dtype, matrix products run in ``autocast``)."""
         device = ids.device.type
         with torch.autocast(
             device, dtype=self.autocast or torch.float32, enabled=bool(self.autocast)
         ):
-            return self.logits_and_values(ids, mask, pos)
+            return self.logits_and_values(ids, mask, pos, keep)
 
     def logits_and_values(
-        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` without autocast (values 0 without a critic)."""
         on_policy = self.critic is not None and self.critic.on_policy
@@ -724,6 +731,7 @@ class ActorCritic(nn.Module):
             position_ids=pos,
             output_hidden_states=on_policy,
             use_cache=False,  # one pass over whole sequences: no KV cache to keep
+            logits_to_keep=keep,
         )
         if self.critic is None:
             return out.logits, torch.zeros(ids.shape, device=ids.device)
