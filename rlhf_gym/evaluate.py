@@ -154,6 +154,7 @@ def evaluate(
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env_kwargs["kl_estimator"] = "full"
+    env_kwargs.setdefault("autoreset_mode", "disabled")  # finished rows wait at no cost
     envs = gym.make_vec(env_id, num_envs=min(num_envs, episodes), **env_kwargs)
     n_prompts = envs.unwrapped.num_prompts
     acting = acting_policy(envs, policy, temperature, seed)
@@ -182,6 +183,7 @@ def best_of_n(
     """
     n_max = max(ns)
     per_chunk = max(1, num_envs // n_max)
+    env_kwargs = {"autoreset_mode": "disabled", **env_kwargs}
     envs = gym.make_vec(env_id, num_envs=per_chunk * n_max, **env_kwargs)
     acting = ReferencePolicy(envs.unwrapped, seed=seed)
     n_prompts = envs.unwrapped.num_prompts

@@ -79,7 +79,7 @@ def reference_pool(
         raise ValueError(
             f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}"
         )
-    envs = gym.make_vec(env_id, num_envs=num_envs, **env_kwargs)
+    envs = gym.make_vec(env_id, num_envs=num_envs, **{"autoreset_mode": "disabled", **env_kwargs})
     try:
         n_prompts = envs.unwrapped.num_prompts
         if prompts_limit is not None:

@@ -289,3 +289,67 @@ def test_public_surface_is_the_same_on_single_and_vector_envs(kw, tiny_lm_dir):
     assert adaptive.kl_coef == 0.3 and adaptive.kl_target == 4.0
     with pytest.raises(ValueError, match="kl_coef must be a number >= 0"):
         adaptive.set_kl_coef(-1)
+
+
+def test_vector_env_without_autoreset_freezes_finished_rows(kw):
+    """autoreset_mode='disabled': a finished row repeats its last observation with reward 0 and
+    terminated=True, no model runs for it (the acting policy's decode batch shrinks), and
+    reset(options={'reset_mask': …}) restarts it alone. Until a row finishes, both modes give
+    the same steps."""
+    B, steps = 4, 12
+    actions = np.random.default_rng(0).integers(2, 60, size=(steps, B))
+    actions[2, 1] = actions[5, 3] = 0  # EOS: rows 1 and 3 end early, the others at the limit
+    policies, envs = [], []
+    for mode in ("next_step", "disabled"):
+        env = gym.make_vec("RLHF-v0", num_envs=B, autoreset_mode=mode, **kw)
+        policy = LMPolicy(AutoModelForCausalLM.from_pretrained(kw["model"]), num_envs=B, seed=0)
+        env.unwrapped.set_policy(policy)
+        envs.append(env)
+        policies.append(policy)
+    assert envs[1].metadata["autoreset_mode"] == gym.vector.AutoresetMode.DISABLED
+    last = envs[1].reset(seed=3)[0]
+    envs[0].reset(seed=3)
+    done = np.zeros(B, dtype=bool)
+    for t in range(steps):
+        (o0, r0, t0, _, _), (o1, r1, t1, _, _) = (env.step(actions[t]) for env in envs)
+        for i in np.flatnonzero(~done):  # rows still in their first episode agree
+            np.testing.assert_array_equal(o0["input_ids"][i], o1["input_ids"][i])
+            assert r0[i] == pytest.approx(r1[i], abs=1e-5) and t0[i] == t1[i]
+        for i in np.flatnonzero(done):  # finished rows are frozen
+            np.testing.assert_array_equal(o1["input_ids"][i], last["input_ids"][i])
+            assert r1[i] == 0.0 and t1[i]
+        if t == 4:  # row 1 ended at step 2: out of the policy's decode batch since step 4
+            assert policies[1].lm.slot[1] < 0 and policies[0].lm.slot[1] >= 0
+            assert policies[1].lm.cache.layers[0].keys.shape[0] == B - 1
+        done |= t1
+        last = o1
+        if done.all():
+            break
+    mask = np.zeros(B, dtype=bool)
+    mask[1] = True
+    o, info = envs[1].reset(options={"reset_mask": mask, "prompt_index": [1]})
+    np.testing.assert_array_equal(o["input_ids"][[0, 2, 3]], last["input_ids"][[0, 2, 3]])
+    assert info["_prompt_text"].tolist() == [False, True, False, False]
+    assert info["prompt_text"][1] == envs[1].unwrapped.prompts[1]
+    length = o["attention_mask"][1].sum()
+    o, r, t, _, _ = envs[1].step(np.full(B, 7))
+    assert (
+        not t[1] and o["attention_mask"][1].sum() == length + 1 and o["input_ids"][1, length] == 7
+    )
+    assert t[[0, 2, 3]].all() and r[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (dict(autoreset_mode="same_step"), "autoreset_mode='same_step' is not one of"),
+        (dict(), "options['reset_mask'] must be a numpy bool array of shape (2,)"),
+    ],
+)
+def test_bad_autoreset_arguments(kw, make, message):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        env = gym.make_vec("RLHF-v0", num_envs=2, **make, **kw)
+        env.reset(seed=0)
+        env.reset(options={"reset_mask": np.array([True, False, True])})

@@ -372,3 +372,27 @@ def test_samples_per_prompt_groups_rows_and_leave_one_out_trains(tiny_lm_dir, ti
 def test_bad_baseline_settings(changes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         PPOConfig(env_id="RLHFToy-v0", num_envs=8, **changes).validate()
+
+
+@pytest.mark.parametrize("reference_pass", ["deferred", "per_step"])
+def test_collection_without_autoreset_equals_next_step_autoreset(reference_pass):
+    """The agents' vector env has no autoreset (finished rows leave every model call); the
+    rollout is the one a next-step-autoreset env gives: same tokens, same rewards (the
+    embedded default, whose responses end at different lengths)."""
+    cfg = PPOConfig(
+        num_envs=8,
+        num_minibatches=2,
+        total_episodes=8,
+        max_new_tokens=16,
+        device="cpu",
+        reference_pass=reference_pass,
+    )
+    agents = [PPO(cfg, env_kwargs=mode) for mode in ({}, {"autoreset_mode": "next_step"})]
+    assert agents[0].envs.metadata["autoreset_mode"].name == "DISABLED"
+    a, b = (agent.collect() for agent in agents)
+    assert a.response_mask.sum(1).min() < a.response_mask.shape[1]  # some rows end early
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.response_mask, b.response_mask)
+    torch.testing.assert_close(a.rewards, b.rewards, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+    real = a.response_mask.bool()  # after a row's end its reference rows are not read
+    torch.testing.assert_close(a.ref_logprobs[real], b.ref_logprobs[real], atol=1e-5, rtol=0)

@@ -50,7 +50,10 @@ def first_episodes(
     """Reset ``envs`` and play until every row has finished one episode, yielding each step.
 
     Args:
-        envs: a Gymnasium vector environment (next-step autoreset).
+        envs: a Gymnasium vector environment: with next-step autoreset a row that finishes
+            early plays on (those steps are not its first episode's); without autoreset
+            (``autoreset_mode="disabled"``, what the agents use) it stays finished and
+            :class:`~rlhf_gym.envs.RLHFVectorEnv` runs no model for it.
         act: chooses the ``(B,)`` actions at an observation.
         seed, options: passed to ``envs.reset``.
     """

@@ -17,8 +17,13 @@ def make_vector_env(
     """``gym.make_vec(config.env_id, num_envs=config.num_envs, ...)`` with the config's
     environment arguments (:meth:`~rlhf_gym.agents.config.AgentConfig.env_kwargs`), overridden
     by ``env_kwargs`` (a reward model path, a prompt file …); ``num_envs`` overrides the batch
-    (one rank's share of it in a multi-process run)."""
-    kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
+    (one rank's share of it in a multi-process run).
+
+    Without autoreset (``autoreset_mode="disabled"``, unless ``env_kwargs`` says otherwise):
+    the agents collect one episode per row (:func:`~rlhf_gym.agents.episodes.first_episodes`),
+    and a row that has finished then leaves every model call instead of decoding a throwaway
+    episode until the longest response of the batch ends."""
+    kwargs = {"autoreset_mode": "disabled", **config.env_kwargs(), **(env_kwargs or {})}
     return gym.make_vec(config.env_id, num_envs=num_envs or config.num_envs, **kwargs)
 
 

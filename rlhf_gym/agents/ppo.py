@@ -93,6 +93,7 @@ from rlhf_gym.envs.rlhf_env import REFERENCE_PASSES
 BASELINES = ("critic", "leave_one_out")
 """:attr:`PPOConfig.baseline`'s choices."""
 
+
 @dataclass
 class PPOConfig(AgentConfig):
     """Every knob of :class:`PPO`; the ``rlhf-gym train`` options are generated from it.

@@ -337,6 +337,13 @@ class Engine:
             )
         return rewards, terminated, info
 
+    def release(self, rows: np.ndarray) -> None:
+        """Finished ``rows`` that stay finished (no autoreset): the per-step reference drops
+        them from its decode batch when it can (``IncrementalLM.release``)."""
+        release = getattr(self.reference, "release", None)
+        if rows.size and not self.deferred and release is not None:
+            release(rows)
+
     def _append(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Append ``actions[rows]`` to the rows; which of them ended (EOS or the length limit)."""
         pos = self.length[rows]

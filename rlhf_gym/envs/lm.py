@@ -202,6 +202,9 @@ class IncrementalLM:
         * :meth:`start` (re)starts some rows with new token sequences (a prefill pass).
         * :meth:`advance` appends one token to each *active* row (one decode pass for all rows;
           inactive rows get a masked dummy column and keep their logits).
+        * :meth:`release` takes rows out of the decode batch (a finished episode that will not
+          grow): their cache goes, so later passes do not compute them; they keep their
+          logits, and :meth:`start` brings them back.
         * :attr:`logits` is ``(num_rows, V)`` float32: the model's next-token logits for each
           row, equal (up to float rounding) to an uncached forward pass over the row's tokens.
         * :meth:`sync` infers start/advance from right-padded observation arrays, for agents
@@ -219,9 +222,14 @@ class IncrementalLM:
         self.num_rows = num_rows
         self.pad_token_id = pad_token_id
         self.device = next(model.parameters()).device
+        # The cache holds "slots": the rows in the decode batch, in slot order. slot[r] is row
+        # r's slot (-1: not in the batch); row_of[k] is slot k's row (-1: released, awaiting
+        # compaction: computed as a masked dummy until then).
         self.cache: Any = None
-        self.mask = torch.zeros((num_rows, 0), dtype=torch.long, device=self.device)  # (B, C)
-        self.logits: torch.Tensor | None = None  # (B, V) float32
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)  # (slots, C)
+        self.slot = np.full(num_rows, -1, dtype=np.int64)
+        self.row_of = np.zeros(0, dtype=np.int64)
+        self.logits: torch.Tensor | None = None  # (B, V) float32, by row
         self._seen_ids: np.ndarray | None = None  # last observation given to sync()
         self._seen_len: np.ndarray | None = None
         self._cache_kw = cache_argument(model)
@@ -229,7 +237,9 @@ class IncrementalLM:
     def reset(self) -> None:
         """Forget every row (call after the model's weights change: the cache is stale)."""
         self.cache, self.logits = None, None
-        self.mask = self.mask.new_zeros((self.num_rows, 0))
+        self.mask = self.mask.new_zeros((0, 0))
+        self.slot[:] = -1
+        self.row_of = np.zeros(0, dtype=np.int64)
         self._seen_ids = self._seen_len = None
 
     def _forward(
@@ -260,25 +270,82 @@ class IncrementalLM:
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         new_logits, new_cache = self._forward(ids, mask, pos, None)  # (n, V)
-        if self.cache is None:
-            if rows != list(range(self.num_rows)):
-                raise RuntimeError("the first start() must cover every row, in order")
-            self.cache, self.mask, self.logits = new_cache, mask, new_logits
-            return
-        self._splice(rows, new_cache, mask)
+        if self.logits is None:
+            self.logits = new_logits.new_zeros((self.num_rows, new_logits.shape[1]))
         self.logits[torch.as_tensor(rows, device=self.device)] = new_logits
+        if self.cache is None:  # the prefill is the whole decode batch
+            self.cache, self.mask = new_cache, mask
+            self.slot[rows], self.row_of = np.arange(n), np.asarray(rows, dtype=np.int64)
+            return
+        seated = self.slot[rows] >= 0
+        if seated.any():
+            self._splice(np.flatnonzero(seated), rows, new_cache, mask)
+        if not seated.all():
+            self._add_slots(np.flatnonzero(~seated), rows, new_cache, mask)
+        self._trim()
 
-    def _splice(self, rows: list[int], new_cache: Any, new_mask: torch.Tensor) -> None:
-        """Write a prefilled cache into ``rows`` of the shared cache, right-aligned."""
-        width = new_mask.shape[1]
+    def _splice(self, which: np.ndarray, rows: list[int], new_cache: Any, mask: Any) -> None:
+        """Write prefilled entries ``which`` into their rows' slots, right-aligned."""
+        width = mask.shape[1]
         if width > self.mask.shape[1]:
             self._pad_left(width - self.mask.shape[1])
-        idx = torch.as_tensor(rows, device=self.device)
+        idx = torch.as_tensor(self.slot[np.asarray(rows)[which]], device=self.device)
+        src = torch.as_tensor(which, device=self.device)
         for big, small in zip(self.cache.layers, new_cache.layers, strict=True):
-            big.keys[idx, :, -width:] = small.keys.to(big.keys.dtype)  # (n, H, width, D)
-            big.values[idx, :, -width:] = small.values.to(big.values.dtype)
+            big.keys[idx, :, -width:] = small.keys[src].to(big.keys.dtype)  # (n, H, width, D)
+            big.values[idx, :, -width:] = small.values[src].to(big.values.dtype)
         self.mask[idx] = 0
-        self.mask[idx, -width:] = new_mask
+        self.mask[idx, -width:] = mask[src]
+
+    def _add_slots(self, which: np.ndarray, rows: list[int], new_cache: Any, mask: Any) -> None:
+        """Append prefilled entries ``which`` as new slots at the end of the decode batch."""
+        width = mask.shape[1]
+        if width > self.mask.shape[1]:
+            self._pad_left(width - self.mask.shape[1])
+        C = self.mask.shape[1]
+        src = torch.as_tensor(which, device=self.device)
+        for big, small in zip(self.cache.layers, new_cache.layers, strict=True):
+            k, v = small.keys[src], small.values[src]  # (n, H, width, D)
+            pad = k.new_zeros((k.shape[0], k.shape[1], C - width, k.shape[3]))
+            big.keys = torch.cat([big.keys, torch.cat([pad, k.to(big.keys.dtype)], 2)], 0)
+            big.values = torch.cat(
+                [big.values, torch.cat([pad.to(v.dtype), v], 2).to(big.values.dtype)], 0
+            )
+        new_mask = self.mask.new_zeros((len(which), C))
+        new_mask[:, C - width :] = mask[src]
+        first = len(self.row_of)
+        self.mask = torch.cat([self.mask, new_mask], 0)
+        new_rows = np.asarray(rows, dtype=np.int64)[which]
+        self.row_of = np.concatenate([self.row_of, new_rows])
+        self.slot[new_rows] = first + np.arange(len(which))
+
+    def release(self, rows: Sequence[int] | np.ndarray) -> None:
+        """Take ``rows`` out of the decode batch (they keep their logits; :meth:`start` brings
+        them back). The cache is compacted once an eighth of its slots are released."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[self.slot[rows] >= 0]
+        if not rows.size:
+            return
+        self.row_of[self.slot[rows]] = -1
+        self.slot[rows] = -1
+        free = int((self.row_of < 0).sum())
+        if free >= max(1, len(self.row_of) // 8):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop released slots from the cache and the mask."""
+        keep = np.flatnonzero(self.row_of >= 0)
+        if not keep.size:
+            self.cache = None
+            self.mask = self.mask.new_zeros((0, 0))
+            self.row_of = np.zeros(0, dtype=np.int64)
+            return
+        idx = torch.as_tensor(keep, device=self.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
+        self.mask = self.mask[idx]
+        self.row_of = self.row_of[keep]
+        self.slot[self.row_of] = np.arange(len(keep))
         self._trim()
 
     def _pad_left(self, k: int) -> None:
@@ -287,7 +354,7 @@ class IncrementalLM:
             zeros = layer.keys.new_zeros((b, h, k, d))
             layer.keys = torch.cat([zeros, layer.keys], dim=2)
             layer.values = torch.cat([zeros.to(layer.values.dtype), layer.values], dim=2)
-        self.mask = torch.cat([self.mask.new_zeros((self.num_rows, k)), self.mask], dim=1)
+        self.mask = torch.cat([self.mask.new_zeros((self.mask.shape[0], k)), self.mask], dim=1)
 
     def _trim(self) -> None:
         """Drop leading columns that no row attends to, so the cache stays bounded."""
@@ -301,17 +368,30 @@ class IncrementalLM:
 
     @torch.no_grad()
     def advance(self, tokens: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> None:
-        """Append ``tokens[r]`` to every row ``r`` with ``active[r]``; one forward pass."""
-        if self.cache is None:
+        """Append ``tokens[r]`` to every row ``r`` with ``active[r]``; one forward pass over the
+        rows in the decode batch (an active row must be in it: started, not released)."""
+        active_np = np.asarray(torch.as_tensor(active).cpu(), dtype=bool)
+        if self.cache is None and active_np.any():
             raise RuntimeError("advance() before start()")
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
-        active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
-        ids = torch.where(active, tokens, self.pad_token_id)[:, None]  # (B, 1)
-        pos = self.mask.sum(dim=1, keepdim=True)  # (B, 1): real tokens so far = next position
-        mask = torch.cat([self.mask, active.long()[:, None]], dim=1)  # (B, C + 1)
+        if (self.slot[active_np] < 0).any():
+            r = int(np.flatnonzero(active_np & (self.slot < 0))[0])
+            raise RuntimeError(f"advance(): row {r} is not in the decode batch; start() it first")
+        if self.cache is None:
+            return
+        seated = self.row_of >= 0
+        row_of = torch.as_tensor(np.where(seated, self.row_of, 0), device=self.device)
+        live = torch.as_tensor(seated, device=self.device)
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)[row_of]
+        on = torch.as_tensor(active_np, device=self.device)[row_of] & live  # (slots,)
+        ids = torch.where(on, tokens, self.pad_token_id)[:, None]  # (slots, 1)
+        pos = self.mask.sum(dim=1, keepdim=True)  # real tokens so far = next position
+        mask = torch.cat([self.mask, on.long()[:, None]], dim=1)  # (slots, C + 1)
         new_logits, self.cache = self._forward(ids, mask, pos, self.cache)
         self.mask = mask
-        self.logits = torch.where(active[:, None], new_logits, self.logits)
+        assert self.logits is not None
+        logits = self.logits.clone()  # a new tensor each step, as a caller may keep the last
+        logits[row_of[on]] = new_logits[on]
+        self.logits = logits
 
     @torch.no_grad()
     def next_token_logits(
@@ -340,11 +420,15 @@ class IncrementalLM:
         logits = out.logits
         return [logits[j, starts[j] - 1 : len(seq) - 1].float() for j, seq in enumerate(sequences)]
 
-    def sync(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+    def sync(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, release_unchanged: bool = False
+    ) -> torch.Tensor:
         """Bring the rows up to date with right-padded observations and return :attr:`logits`.
 
-        A row whose real tokens extend the last seen ones by exactly one token is advanced; a
-        row that is unchanged is left alone; any other row is restarted from its tokens.
+        A row whose real tokens extend the last seen ones by exactly one token is advanced
+        (restarted if it was released); a row that is unchanged is left alone, and with
+        ``release_unchanged`` released (a finished row that a vector environment without
+        autoreset leaves as it is); any other row is restarted from its tokens.
         """
         ids = np.asarray(input_ids, dtype=np.int64)
         lengths = np.asarray(attention_mask).sum(axis=1).astype(np.int64)
@@ -356,6 +440,10 @@ class IncrementalLM:
             same_prefix = ((ids == self._seen_ids) | ~old_mask).all(axis=1)
             grown = same_prefix & (lengths == self._seen_len + 1)
             restart = ~same_prefix | ((lengths != self._seen_len) & ~grown)
+            if release_unchanged:
+                self.release(np.flatnonzero(~restart & ~grown))
+            restart |= grown & (self.slot < 0)  # a released row that grows again
+            grown &= ~restart
         rows = np.flatnonzero(restart)
         if rows.size:
             self.start(rows.tolist(), [ids[r, : lengths[r]].tolist() for r in rows])

@@ -114,7 +114,9 @@ class LMPolicy:
             and np.array_equal(mask, self._obs_mask)
         )
         if not fresh:
-            self._logits = self.lm.sync(ids, mask) / self.temperature  # (B, V)
+            # a row that did not change has finished (a vector env without autoreset leaves
+            # it as it is): it leaves the decode batch until it restarts
+            self._logits = self.lm.sync(ids, mask, release_unchanged=True) / self.temperature
             self._obs_ids, self._obs_mask = ids.copy(), mask.copy()
         assert self._logits is not None
         return self._logits

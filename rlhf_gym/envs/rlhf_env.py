@@ -313,7 +313,10 @@ class RLHFEnv(_Surface, gym.Env):
     ``gym.make_vec("RLHF-v0", num_envs=B)`` builds :class:`RLHFVectorEnv`, which makes every
     model call once per step for all ``B`` sequences, keeps KV caches, and follows Gymnasium's
     next-step autoreset. Seeded with ``seed``, sub-environment ``i`` matches a single
-    environment seeded with ``seed + i``.
+    environment seeded with ``seed + i``. With ``autoreset_mode="disabled"`` (Gymnasium's
+    ``AutoresetMode.DISABLED``) a finished row stays finished until
+    ``reset(options={"reset_mask": mask})`` restarts it, and costs nothing meanwhile: no idle
+    row decodes a throwaway episode while a batch waits for its longest response.
 
     ## Example
         >>> import gymnasium as gym, rlhf_gym
@@ -370,8 +373,17 @@ class RLHFEnv(_Surface, gym.Env):
 class RLHFVectorEnv(_Surface, VectorEnv):
     """``B`` RLHF episodes in one process, every model call batched (see :class:`RLHFEnv`).
 
-    Next-step autoreset (Gymnasium 1.x default): the step after a sub-environment terminates
-    resets it, ignores its action, and returns its first observation with reward 0.
+    ``autoreset_mode`` (a :class:`gymnasium.vector.AutoresetMode` or its value):
+
+    * ``NEXT_STEP`` (Gymnasium 1.x default): the step after a sub-environment terminates
+      resets it, ignores its action, and returns its first observation with reward 0.
+    * ``DISABLED``: a terminated sub-environment is not reset by ``step``. Until
+      ``reset(options={"reset_mask": mask})`` restarts it (the other rows untouched), each step
+      ignores its action and returns its last observation again, reward 0 and
+      ``terminated=True``; no model runs for it, and an :class:`~rlhf_gym.envs.policy.LMPolicy`
+      drops it from its decode batch (Gymnasium leaves stepping a finished sub-environment
+      undefined in this mode; here it is a no-op). Collecting "one episode per row" this way
+      never decodes throwaway episodes in rows that finished early.
 
     ``render_mode`` (``None``, ``"ansi"`` or ``"rgb_array"``) is that of :class:`RLHFEnv`;
     ``render()`` returns a tuple with one frame per sub-environment, as Gymnasium's vector
@@ -384,10 +396,18 @@ class RLHFVectorEnv(_Surface, VectorEnv):
         "render_fps": 4,
     }
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_envs: int = 1,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **kwargs: Any,
+    ) -> None:
         if not (isinstance(num_envs, int) and num_envs >= 1):
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.render_mode = check_render_mode(render_mode)
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = num_envs
         self._engine = build_engine(num_envs, **kwargs)
         self.single_observation_space, self.single_action_space = make_spaces(self._engine)
@@ -401,7 +421,13 @@ class RLHFVectorEnv(_Surface, VectorEnv):
     def reset(
         self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Reset every row; ``seed=s`` seeds row ``i`` with ``s + i``, no seed continues."""
+        """Reset every row, or the rows of ``options["reset_mask"]`` (a ``(B,)`` bool array;
+        the others keep their episodes). ``seed=s`` seeds row ``i`` with ``s + i``; no seed
+        continues each row's random stream. ``options["prompt_index"]`` gives one prompt index
+        per row reset."""
+        mask = _reset_mask(options, self.num_envs)
+        if mask is not None:
+            return self._reset_some(np.flatnonzero(mask), seed, options)
         if seed is None and self._rngs:
             pass  # like gym.Env.reset: no seed continues each sub-environment's random stream
         elif seed is None or isinstance(seed, (int, np.integer)):
@@ -420,13 +446,36 @@ class RLHFVectorEnv(_Surface, VectorEnv):
         self._needs_reset[:] = False
         return self._engine.observation(), info.vector()
 
+    def _reset_some(
+        self, rows: np.ndarray, seed: Any, options: dict
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``reset`` of the rows in ``options["reset_mask"]`` only."""
+        if not self._rngs:
+            raise RuntimeError("reset(options={'reset_mask': ...}) before a full reset()")
+        if seed is not None:
+            seeds = (
+                [int(seed) + int(i) for i in rows]
+                if isinstance(seed, (int, np.integer))
+                else [list(seed)[i] for i in rows]
+            )
+            for i, s in zip(rows, seeds, strict=True):
+                self._rngs[i] = seeding.np_random(s)[0]
+        index = _prompt_index(options, len(rows))
+        info = self._engine.reset_rows(list(rows), [self._rngs[i] for i in rows], index)
+        self._render_tally.reset(rows)
+        self._needs_reset[rows] = False
+        return self._engine.observation(), info.vector()
+
     def step(self, actions: Any) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Append one token per row (rows that terminated last step are reset instead)."""
+        """Append one token per row (rows that terminated last step are reset instead, or,
+        with ``autoreset_mode`` DISABLED, left as they are: see the class docstring)."""
         ep = self._engine
         if not self._rngs:
             raise RuntimeError("step() called before reset()")
         going = self._all[~self._needs_reset]
         resetting = self._all[self._needs_reset]
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            return self._step_disabled(actions, going)
         actions = ep.check_actions(actions, going)
         logp = ep.policy_logprobs() if going.size else None
         info = Info(self.num_envs)
@@ -439,6 +488,26 @@ class RLHFVectorEnv(_Surface, VectorEnv):
             rewards, terminated, step_info = ep.step_rows(going, actions, logp)
             info.merge(step_info)
             self._render_tally.step(going, rewards, step_info.vector())
+        self._needs_reset = terminated.copy()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return ep.observation(), rewards, terminated, truncated, info.vector()
+
+    def _step_disabled(
+        self, actions: Any, going: np.ndarray
+    ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """``step`` without autoreset: the finished rows are left out of every model call."""
+        ep = self._engine
+        actions = ep.check_actions(actions, going)
+        rewards = np.zeros(self.num_envs)
+        terminated = self._needs_reset.copy()  # finished rows stay finished
+        info = Info(self.num_envs)
+        if going.size:
+            logp = ep.policy_logprobs()
+            rewards, ended, step_info = ep.step_rows(going, actions, logp)
+            info.merge(step_info)
+            self._render_tally.step(going, rewards, step_info.vector())
+            terminated |= ended
+            ep.release(np.flatnonzero(ended))
         self._needs_reset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return ep.observation(), rewards, terminated, truncated, info.vector()
@@ -488,6 +557,34 @@ def make_spaces(ep: Engine) -> tuple[spaces.Dict, spaces.Discrete]:
         }
     )
     return obs, spaces.Discrete(ep.V)
+
+
+def check_autoreset_mode(mode: Any) -> AutoresetMode:
+    """``mode`` as an :class:`AutoresetMode` (NEXT_STEP or DISABLED), or a ``ValueError``."""
+    allowed = (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
+    for m in allowed:
+        if mode == m or (
+            isinstance(mode, str) and mode.lower().replace("_", "") == m.value.lower()
+        ):
+            return m
+    raise ValueError(
+        f"autoreset_mode={mode!r} is not one of {[m.value for m in allowed]} "
+        "(AutoresetMode.NEXT_STEP or AutoresetMode.DISABLED)"
+    )
+
+
+def _reset_mask(options: dict[str, Any] | None, n: int) -> np.ndarray | None:
+    """``options["reset_mask"]``: a ``(n,)`` bool array with at least one True, or ``None``."""
+    if not options or "reset_mask" not in options:
+        return None
+    mask = options["reset_mask"]
+    ok = isinstance(mask, np.ndarray) and mask.dtype == np.bool_ and mask.shape == (n,)
+    if not (ok and mask.any()):
+        raise ValueError(
+            f"options['reset_mask'] must be a numpy bool array of shape ({n},) with at least one "
+            f"True; got {mask!r}"
+        )
+    return mask
 
 
 def _prompt_index(options: dict[str, Any] | None, n: int) -> list[int] | None:
