@@ -349,7 +349,7 @@ def test_samples_per_prompt_groups_rows_and_leave_one_out_trains(tiny_lm_dir, ti
     P = ro.input_ids.shape[1] - ro.response_mask.shape[1]
     prompts = [
         tuple(row[m.bool()].tolist())
-        for row, m in zip(ro.input_ids[:, :P], ro.attention_mask[:, :P])
+        for row, m in zip(ro.input_ids[:, :P], ro.attention_mask[:, :P], strict=True)
     ]
     assert prompts[0:4] == [prompts[0]] * 4 and prompts[4:8] == [prompts[4]] * 4
     assert len({r.tolist().__repr__() for r in ro.input_ids}) > 2  # the samples differ
