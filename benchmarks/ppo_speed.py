@@ -9,7 +9,11 @@ PPO's default), runs one warm-up update of each, then ``--updates`` timed collec
 cycles of each, alternating between the agents so that drift on a shared machine hits both
 alike. Prints medians (``--json``: one JSON object): per pass the rollout, update and total
 tokens per second and the rollout's share of the time; and ``deferred_vs_per_step``, the ratio
-of the rollout's tokens per second, measured in the same process. ``gpt2-small-random`` is
+of the rollout's tokens per second, measured in the same process. ``--autoreset-modes
+disabled,next_step`` adds, per pass, an agent whose vector env autoresets finished rows (they
+decode throwaway episodes until the batch's longest response ends; the agents' default is
+without autoreset) and reports ``no_autoreset_vs_next_step`` per pass, the ratio of the
+rollout's tokens per second. ``gpt2-small-random`` is
 GPT-2 small's body with random weights (see _models.py). Both agents start from the same
 weights and seeds, so they sample the same tokens.
 """
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--reference-passes", default="per_step,deferred")
+    p.add_argument(
+        "--autoreset-modes", default="disabled", help="disabled (the agents'), next_step or both"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     tmp = tempfile.TemporaryDirectory()
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     if model == "gpt2-small-random":
         model = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
     agents = {
-        name: PPO(
+        name + ("" if mode == "disabled" else "+autoreset"): PPO(
             PPOConfig(
                 model=model,
                 num_envs=args.num_envs,
@@ -71,9 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
                 dtype=args.dtype,
                 learning_rate=1e-5,
                 reference_pass=name,
-            )
+            ),
+            env_kwargs={"autoreset_mode": mode},
         )
         for name in args.reference_passes.split(",")
+        for mode in args.autoreset_modes.split(",")
     }
     rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in agents}
     for i in range(args.updates + 1):
@@ -106,6 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
         report["deferred_vs_per_step"] = (
             passes["deferred"]["rollout_tokens_per_s"] / passes["per_step"]["rollout_tokens_per_s"]
         )
+    for name in args.reference_passes.split(","):
+        if {name, name + "+autoreset"} <= passes.keys():
+            report.setdefault("no_autoreset_vs_next_step", {})[name] = (
+                passes[name]["rollout_tokens_per_s"]
+                / passes[name + "+autoreset"]["rollout_tokens_per_s"]
+            )
     if args.json:
         print(json.dumps(report))
     else:
@@ -121,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         if "deferred_vs_per_step" in report:
             print(f"  rollout, deferred / per step: {report['deferred_vs_per_step']:.2f}")
+        for name, ratio in report.get("no_autoreset_vs_next_step", {}).items():
+            print(f"  rollout, {name}, no autoreset / next-step autoreset: {ratio:.2f}")
     return report
 
 
