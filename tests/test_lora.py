@@ -101,8 +101,8 @@ def test_checkpoint_holds_the_adapter_loads_everywhere_and_merges(tmp_path) -> N
 
 
 def test_lora_defaults_to_a_tenfold_learning_rate() -> None:
-    assert PPOConfig().base_lr == 1e-4
-    assert PPOConfig(lora_r=8).base_lr == 1e-3
+    assert PPOConfig().base_lr == 2e-4
+    assert PPOConfig(lora_r=8).base_lr == 2e-3
     assert PPOConfig(lora_r=8, learning_rate=3e-4).base_lr == 3e-4
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         PPOConfig(learning_rate=0.0)

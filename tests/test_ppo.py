@@ -119,9 +119,9 @@ def test_the_learning_rate_anneals_to_zero():
     cfg = PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=32)
     agent, lrs = PPO(cfg), []
     agent.train(callback=lambda a, s: lrs.append(s[tags.LEARNING_RATE]))
-    assert lrs == pytest.approx([1e-4, 0.75e-4, 0.5e-4, 0.25e-4])
+    assert lrs == pytest.approx([2e-4, 1.5e-4, 1e-4, 0.5e-4])
     fixed = PPO(PPOConfig(env_id="RLHFToy-v0", num_envs=8, total_episodes=16, anneal_lr=False))
-    assert fixed.learning_rate() == 1e-4
+    assert fixed.learning_rate() == 2e-4
 
 
 def test_tensorboard_tags_in_a_real_event_file(tmp_path, tiny_lm_dir, tiny_env_kwargs):
