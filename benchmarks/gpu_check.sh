@@ -16,4 +16,4 @@ python3 -m pytest tests/test_gpu.py tests/test_incremental_lm.py -q -p no:cachep
 cd benchmarks
 python3 rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda --repeats 3 --json | tee "$OUT/rollout_gpt2small_bf16.json"
 python3 rollout.py --dtype bfloat16 --device cuda --repeats 3 --json | tee "$OUT/rollout_default_cuda.json"
-python3 ppo_speed.py --model gpt2-small-random --dtype bfloat16 --device cuda --updates 3 --json | tee "$OUT/ppo_gpt2small_bf16.json"
+python3 ppo_speed.py --model gpt2-small-random --dtype bfloat16 --device cuda --updates 3 --autoreset-modes disabled,next_step --json | tee "$OUT/ppo_gpt2small_bf16.json"

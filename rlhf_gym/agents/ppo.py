@@ -9,7 +9,9 @@ The loop reads top to bottom, one function per phase:
    base: Ziegler et al. 2019, the "N implementation details of RLHF" reproduction, TRL), and
    PPO keeps the reference's log-probabilities at every response state for step 2.
 2. :meth:`PPO.update`: one forward pass per sequence (not per token) recomputes log-probs and
-   values; GAE (γ = 1, λ = 0.95), advantages (whitened only with ``whiten_advantages``),
+   values; GAE (γ = 1, λ = 0.95), or with ``baseline="leave_one_out"`` and
+   ``samples_per_prompt = k`` RLOO's baseline (each response against the other ``k − 1`` of its
+   prompt; no critic), advantages (whitened only with ``whiten_advantages``),
    clipped policy and value losses, the exact KL's analytic gradient (below),
    ``ppo_epochs × num_minibatches`` Adam steps (eps 1e-5) with gradient clipping, a ratio
    threshold that skips runaway minibatches, and a NaN guard.

@@ -164,6 +164,11 @@ def prepare_frozen(model: torch.nn.Module, device: torch.device, dtype: torch.dt
     return model
 
 
+def _host(x: np.ndarray | torch.Tensor | Sequence[Any]) -> np.ndarray:
+    """``x`` as a NumPy array (a tensor is copied to the host)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def cache_argument(model: Any) -> str:
     """The name of ``model.forward``'s KV-cache argument: ``"cache"`` (transformers >= 5.2x)
     or ``"past_key_values"`` (earlier releases)."""
@@ -369,29 +374,42 @@ class IncrementalLM:
     @torch.no_grad()
     def advance(self, tokens: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> None:
         """Append ``tokens[r]`` to every row ``r`` with ``active[r]``; one forward pass over the
-        rows in the decode batch (an active row must be in it: started, not released)."""
-        active_np = np.asarray(torch.as_tensor(active).cpu(), dtype=bool)
-        if self.cache is None and active_np.any():
-            raise RuntimeError("advance() before start()")
+        rows in the decode batch (an active row must be in it: started, not released).
+
+        Everything after the forward pass is asynchronous on a GPU (index tensors are built
+        before it), so the caller's CPU work overlaps the pass.
+        """
+        active_np = _host(active).astype(bool)
         if (self.slot[active_np] < 0).any():
             r = int(np.flatnonzero(active_np & (self.slot < 0))[0])
+            if self.cache is None:
+                raise RuntimeError("advance() before start()")
             raise RuntimeError(f"advance(): row {r} is not in the decode batch; start() it first")
         if self.cache is None:
             return
         seated = self.row_of >= 0
-        row_of = torch.as_tensor(np.where(seated, self.row_of, 0), device=self.device)
-        live = torch.as_tensor(seated, device=self.device)
-        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)[row_of]
-        on = torch.as_tensor(active_np, device=self.device)[row_of] & live  # (slots,)
-        ids = torch.where(on, tokens, self.pad_token_id)[:, None]  # (slots, 1)
+        rows = np.where(seated, self.row_of, 0)  # each slot's row (0 for a released slot)
+        on_np = active_np[rows] & seated  # (slots,)
+        ids_np = np.where(on_np, _host(tokens)[rows], self.pad_token_id)
+        ids = torch.as_tensor(ids_np[:, None], dtype=torch.long, device=self.device)
+        on = torch.as_tensor(on_np, device=self.device)
+        identity = (
+            len(rows) == self.num_rows
+            and bool(seated.all())
+            and bool((rows == np.arange(self.num_rows)).all())
+        )
+        if not identity:
+            dst = torch.as_tensor(rows[on_np], device=self.device)
+            src = torch.as_tensor(np.flatnonzero(on_np), device=self.device)
         pos = self.mask.sum(dim=1, keepdim=True)  # real tokens so far = next position
         mask = torch.cat([self.mask, on.long()[:, None]], dim=1)  # (slots, C + 1)
         new_logits, self.cache = self._forward(ids, mask, pos, self.cache)
         self.mask = mask
         assert self.logits is not None
-        logits = self.logits.clone()  # a new tensor each step, as a caller may keep the last
-        logits[row_of[on]] = new_logits[on]
-        self.logits = logits
+        if identity:  # every row in its own slot: no indexing
+            self.logits = torch.where(on[:, None], new_logits, self.logits)
+        else:  # a new tensor each step, as a caller may keep the last one
+            self.logits = self.logits.index_copy(0, dst, new_logits.index_select(0, src))
 
     @torch.no_grad()
     def next_token_logits(
