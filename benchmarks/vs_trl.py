@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--episodes", type=int, default=4096, help="sampled completions per trainer")
     p.add_argument("--batch", type=int, default=64, help="completions per update")
     p.add_argument("--num-generations", type=int, default=4, help="RLOO completions per prompt")
-    p.add_argument("--learning-rate", type=float, default=1e-4)  # PPO's default (full weights)
+    p.add_argument(
+        "--learning-rate", type=float, default=PPOConfig().base_lr, help="both trainers' (PPO's)"
+    )
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--eval-episodes", type=int, default=256)
