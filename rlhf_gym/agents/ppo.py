@@ -149,8 +149,8 @@ class PPOConfig(AgentConfig):
     kl_target: float = _f(0.0, "adaptive KL target in nats per sequence (0: fixed β)")
     kl_horizon: int | None = _f(
         None,
-        "adaptive KL horizon in episodes (default: total_episodes / 20, so that β can move "
-        "by up to e^4 within the run; Ziegler et al. used 10,000)",
+        "adaptive KL horizon in episodes (default: total_episodes / 80, so that β can move "
+        "far enough within the run; Ziegler et al. used 10,000)",
     )
     lora_r: int = _f(
         0,
@@ -237,16 +237,20 @@ class PPOConfig(AgentConfig):
 
     @property
     def horizon(self) -> float:
-        """The adaptive KL controller's horizon: ``kl_horizon``, or ``total_episodes / 20``.
+        """The adaptive KL controller's horizon: ``kl_horizon``, or ``total_episodes / 80``.
 
         The controller moves ``log β`` by at most ``0.2 / horizon`` per episode, so over a run
         of ``N`` episodes by at most ``0.2·N / horizon``: with Ziegler et al.'s fixed 10,000
         episodes and the default 4,096, β could change by 8 % at most and a KL target was
-        never reached. Tied to the run, ``0.2·20 = 4``: β can grow or shrink 55-fold over the
-        run, and by at most ``0.2·20·B/N`` (6 % at the defaults) per update of ``B`` episodes,
-        slow enough for the policy's KL to follow (``tests/test_ppo.py`` lands within 25 %).
+        never reached. Tied to the run, ``log β`` can move by ``0.2·80 = 16`` over the run and
+        by at most ``0.2·80·B/N`` (25 % at the defaults) per update of ``B`` episodes.
+        Measured with the defaults (README, "A KL target"): ``N/80`` landed 0.3, 0.8 and 2 nats
+        within 12 % on 1,024 episodes and 0.8 and 4 within 7 % on 4,096; ``N/20``, the rule
+        for PPO's earlier 4 epochs at 1e-4, overshot 0.3 by 122 % (``tests/test_ppo.py``).
         """
-        return float(self.kl_horizon) if self.kl_horizon is not None else self.total_episodes / 20
+        if self.kl_horizon is not None:
+            return float(self.kl_horizon)
+        return self.total_episodes / 80
 
     def env_kwargs(self) -> dict[str, Any]:
         """The ``gym.make_vec`` keyword arguments: the shared ones and the adaptive KL target."""
