@@ -122,6 +122,9 @@ CASES = [
     ("train --mixed-precision fp8", "mixed_precision='fp8' is not one of"),
     ("train --env RLHFToy-v0 --mixed-precision fp16 --device cpu", "needs a CUDA device"),
     ("train --reference-pass later", "reference_pass='later' is not one of"),
+    ("train --baseline mean", "baseline='mean' is not one of"),
+    ("train --baseline leave_one_out", "samples_per_prompt must be >= 2"),
+    ("train --samples-per-prompt 3", "divisible by samples_per_prompt=3"),
     # merge
     ("merge /nonexistent/a {T}/m1", "/nonexistent/a: no such directory"),
     ("merge {lm} {T}/m1", "no adapter_config.json; not a LoRA adapter directory"),
