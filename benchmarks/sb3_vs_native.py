@@ -19,7 +19,8 @@ RSS, ``ru_maxrss``, is its own), ``--repeats`` times in alternation. Reported:
   (``shared_models=False``: a reference and a reward model per environment, every model call
   per row), with the same SB3 policy.
 
-The same update work per rollout: the native PPO makes 4 epochs × 4 minibatches; SB3 PPO gets
+The same update work per rollout: the native PPO makes 4 epochs × 4 minibatches (its default
+is 2 epochs; set to SB3's 4 here); SB3 PPO gets
 4 epochs and ``batch_size = n_steps × num_envs / 4`` (``--sb3-batch-size`` to change it), so
 both take 16 gradient steps per rollout.
 
@@ -65,6 +66,7 @@ def run_native(args: argparse.Namespace, kw: dict) -> tuple[list[float], float]:
         total_episodes=args.episodes,
         device="cpu",
         max_new_tokens=args.max_new_tokens,
+        ppo_epochs=4,  # SB3's 4 epochs: the same update work (PPO's own default is 2)
     )
     agent = PPO(cfg, env_kwargs=kw)
     built = peak_rss_mib()
