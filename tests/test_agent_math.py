@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_gym.agents.common import gae, leave_one_out, masked_mean, returns_to_go, whiten
+from rlhf_gym.agents.common import gae, leave_one_out, masked_mean, whiten
 
 
 def test_gae_by_hand():
@@ -45,11 +45,11 @@ def test_whiten_by_hand():
     assert masked_mean(x, m).item() == pytest.approx(2.5)
 
 
-def test_returns_to_go_by_hand():
+def test_gae_with_zero_values_and_lambda_one_is_the_return_to_go():
     r = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 0.0]])
     m = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     expected = torch.tensor([[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0], [4 + 0.5 * 5, 5.0, 0.0]])
-    torch.testing.assert_close(returns_to_go(r, m, 0.5), expected)
+    torch.testing.assert_close(gae(r, torch.zeros_like(r), m, 0.5, 1.0)[0], expected)
 
 
 def test_leave_one_out_by_hand():

@@ -62,16 +62,6 @@ def annealed_lr(base: float, update_idx: int, num_updates: int, anneal: bool) ->
     return base * (1.0 - update_idx / num_updates) if anneal else base
 
 
-def returns_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``G_t = Σ_{t' ≥ t} γ^{t'−t}·r_{t'}`` over right-padded ``(B, L)`` sequences; 0 on padding."""
-    out = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = (rewards[:, t] + gamma * running) * mask[:, t]
-        out[:, t] = running
-    return out
-
-
 def leave_one_out(
     rewards: torch.Tensor, mask: torch.Tensor, group: int, gamma: float = 1.0
 ) -> torch.Tensor:
@@ -95,7 +85,7 @@ def leave_one_out(
     B, L = rewards.shape
     if group < 2 or B % group:
         raise ValueError(f"leave_one_out needs group >= 2 dividing the rows; got {group} for {B}")
-    G = returns_to_go(rewards, mask, gamma)
+    G, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma, 1.0)  # returns-to-go
     last = (mask.sum(1).long() - 1).clamp(min=0)  # each row's last real position
     held = torch.minimum(torch.arange(L, device=G.device)[None, :], last[:, None])
     G_held = G.gather(1, held).view(B // group, group, L)  # a finished row keeps its last G
