@@ -20,7 +20,7 @@ import numpy as np
 
 from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.config import heldout_prompts
-from rlhf_gym.agents.episodes import EpisodeStats, first_episodes, row_info
+from rlhf_gym.agents.episodes import EpisodeStats, episode_envs, first_episodes, row_info
 from rlhf_gym.envs.lm import from_pretrained, resolve_model_path
 from rlhf_gym.envs.policy import LMPolicy, ReferencePolicy
 
@@ -154,8 +154,7 @@ def evaluate(
     if not (isinstance(episodes, int) and episodes >= 1):
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     env_kwargs["kl_estimator"] = "full"
-    env_kwargs.setdefault("autoreset_mode", "disabled")  # finished rows wait at no cost
-    envs = gym.make_vec(env_id, num_envs=min(num_envs, episodes), **env_kwargs)
+    envs = episode_envs(env_id, min(num_envs, episodes), **env_kwargs)
     n_prompts = envs.unwrapped.num_prompts
     acting = acting_policy(envs, policy, temperature, seed)
     result = EpisodeStats(max_samples=n_samples)
@@ -183,8 +182,7 @@ def best_of_n(
     """
     n_max = max(ns)
     per_chunk = max(1, num_envs // n_max)
-    env_kwargs = {"autoreset_mode": "disabled", **env_kwargs}
-    envs = gym.make_vec(env_id, num_envs=per_chunk * n_max, **env_kwargs)
+    envs = episode_envs(env_id, per_chunk * n_max, **env_kwargs)
     acting = ReferencePolicy(envs.unwrapped, seed=seed)
     n_prompts = envs.unwrapped.num_prompts
     if prompts_limit is not None:

@@ -37,9 +37,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
+from rlhf_gym.agents.episodes import episode_envs
 from rlhf_gym.envs.policy import ReferencePolicy
 from rlhf_gym.evaluate import final_infos
 
@@ -79,7 +79,7 @@ def reference_pool(
         raise ValueError(
             f"samples_per_prompt must be a positive integer, got {samples_per_prompt!r}"
         )
-    envs = gym.make_vec(env_id, num_envs=num_envs, **{"autoreset_mode": "disabled", **env_kwargs})
+    envs = episode_envs(env_id, num_envs, **env_kwargs)
     try:
         n_prompts = envs.unwrapped.num_prompts
         if prompts_limit is not None:

@@ -3,9 +3,10 @@
 Shared by the agents' ``collect`` and by evaluation:
 
 * :func:`first_episodes` plays one episode in every row of a vector environment and yields
-  each step, marking which rows are still in their *first* episode (rows that finish early
-  are autoreset by the environment and keep acting until the slowest row ends; those later
-  steps are not theirs to record).
+  each step, marking which rows are still in their *first* episode (with next-step autoreset,
+  rows that finish early keep acting until the slowest row ends; those later steps are not
+  theirs to record). :func:`episode_envs` builds the vector environment for it, without
+  autoreset, so that a finished row waits at no cost.
 * :func:`row_info` reads one row of a step's vector ``info``; :func:`real_tokens` one row's
   tokens of an observation; :func:`pad_episodes` lays finished episodes out as one batch.
 * :class:`EpisodeStats` accumulates finished episodes' ``info`` (score, gold score, KL,
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -39,6 +41,14 @@ class Step:
     info: dict[str, Any]  # the step's vector info
     rows: np.ndarray  # rows whose first episode this step belongs to
     finished: np.ndarray  # rows whose first episode ended at this step
+
+
+def episode_envs(env_id: str, num_envs: int, **env_kwargs: Any) -> Any:
+    """``gym.make_vec(env_id, num_envs=num_envs, **env_kwargs)`` for :func:`first_episodes`:
+    without autoreset (``autoreset_mode="disabled"``) unless ``env_kwargs`` says otherwise, so
+    that a row that has finished leaves every model call instead of decoding a throwaway
+    episode until the longest response of the batch ends."""
+    return gym.make_vec(env_id, num_envs=num_envs, **{"autoreset_mode": "disabled", **env_kwargs})
 
 
 def first_episodes(

@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import gymnasium as gym
 import torch
 from torch import nn
+
+from rlhf_gym.agents.episodes import episode_envs
 
 
 def make_vector_env(
@@ -17,14 +18,11 @@ def make_vector_env(
     """``gym.make_vec(config.env_id, num_envs=config.num_envs, ...)`` with the config's
     environment arguments (:meth:`~rlhf_gym.agents.config.AgentConfig.env_kwargs`), overridden
     by ``env_kwargs`` (a reward model path, a prompt file …); ``num_envs`` overrides the batch
-    (one rank's share of it in a multi-process run).
-
-    Without autoreset (``autoreset_mode="disabled"``, unless ``env_kwargs`` says otherwise):
-    the agents collect one episode per row (:func:`~rlhf_gym.agents.episodes.first_episodes`),
-    and a row that has finished then leaves every model call instead of decoding a throwaway
-    episode until the longest response of the batch ends."""
-    kwargs = {"autoreset_mode": "disabled", **config.env_kwargs(), **(env_kwargs or {})}
-    return gym.make_vec(config.env_id, num_envs=num_envs or config.num_envs, **kwargs)
+    (one rank's share of it in a multi-process run). Built by
+    :func:`~rlhf_gym.agents.episodes.episode_envs`: the agents collect one episode per row,
+    without autoreset unless ``env_kwargs`` says otherwise."""
+    kwargs = {**config.env_kwargs(), **(env_kwargs or {})}
+    return episode_envs(config.env_id, num_envs or config.num_envs, **kwargs)
 
 
 def trainable_policy(env: Any) -> nn.Module:
