@@ -282,6 +282,8 @@ class IncrementalLM:
             self.cache, self.mask = new_cache, mask
             self.slot[rows], self.row_of = np.arange(n), np.asarray(rows, dtype=np.int64)
             return
+        if mask.shape[1] > self.mask.shape[1]:  # room on the left for the longest prefill
+            self._pad_left(mask.shape[1] - self.mask.shape[1])
         seated = self.slot[rows] >= 0
         if seated.any():
             self._splice(np.flatnonzero(seated), rows, new_cache, mask)
@@ -292,8 +294,6 @@ class IncrementalLM:
     def _splice(self, which: np.ndarray, rows: list[int], new_cache: Any, mask: Any) -> None:
         """Write prefilled entries ``which`` into their rows' slots, right-aligned."""
         width = mask.shape[1]
-        if width > self.mask.shape[1]:
-            self._pad_left(width - self.mask.shape[1])
         idx = torch.as_tensor(self.slot[np.asarray(rows)[which]], device=self.device)
         src = torch.as_tensor(which, device=self.device)
         for big, small in zip(self.cache.layers, new_cache.layers, strict=True):
@@ -304,10 +304,7 @@ class IncrementalLM:
 
     def _add_slots(self, which: np.ndarray, rows: list[int], new_cache: Any, mask: Any) -> None:
         """Append prefilled entries ``which`` as new slots at the end of the decode batch."""
-        width = mask.shape[1]
-        if width > self.mask.shape[1]:
-            self._pad_left(width - self.mask.shape[1])
-        C = self.mask.shape[1]
+        width, C = mask.shape[1], self.mask.shape[1]
         src = torch.as_tensor(which, device=self.device)
         for big, small in zip(self.cache.layers, new_cache.layers, strict=True):
             k, v = small.keys[src], small.values[src]  # (n, H, width, D)
