@@ -10,9 +10,11 @@ scores them with the reward model:
                 (one reference pass over each finished response instead of a decode step per
                 token);
   (b) bare:     the same model work (policy and reference decode steps with KV caches,
-                sampling, the reward model) in a plain loop, no environment;
-  (c) generate: ``policy.generate(...)`` then one reference forward pass over the finished
-                sequences and the reward model (how TRL collects rollouts).
+                sampling with the package's ``sample_tokens``, the reward model) in a plain
+                loop, no environment: ``env_vs_bare`` is the environment's own overhead;
+  (c) generate: ``policy.generate(...)`` (which samples with ``torch.multinomial``) then one
+                reference forward pass over the finished sequences and the reward model (how
+                TRL collects rollouts).
 
 Prints the median tokens per second over ``--repeats`` runs (after one warm-up) and the ratios
 ``env_vs_bare``, ``env_vs_generate`` and ``env_vs_generate_deferred`` measured in the same
@@ -43,7 +45,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import rlhf_gym  # noqa: F401
 from rlhf_gym.envs.lm import DATA_DIR, resolve_device, resolve_dtype
-from rlhf_gym.envs.policy import LMPolicy
+from rlhf_gym.envs.policy import LMPolicy, sample_tokens
 from rlhf_gym.envs.prompts import load_prompts
 from rlhf_gym.envs.rewards import HFRewardModel
 
@@ -121,7 +123,7 @@ def run_bare(
     for _ in range(args.new_tokens):
         logp = logits[0].log_softmax(-1)
         logp[:, tok.eos_token_id] = float("-inf")
-        a = torch.multinomial(logp.exp(), 1, generator=gen)  # (B, 1)
+        a = sample_tokens(logp, gen)[:, None]  # (B, 1): the package's sampler, as the env's
         kl += (logp.gather(1, a) - logits[1].log_softmax(-1).gather(1, a))[:, 0]
         tokens.append(a)
         mask = torch.cat([mask, torch.ones_like(a)], dim=1)

@@ -99,3 +99,15 @@ def test_sft_on_cuda(tmp_path, tiny_lm_dir):
     assert main([*argv, "--device", "cuda", "--dtype", "bfloat16", "--epochs", "3"]) == 0
     result = json.loads((out / "sft.json").read_text())["result"]
     assert result["final_heldout_loss"] < result["initial_heldout_loss"]
+
+
+def test_sample_tokens_on_cuda():
+    from rlhf_gym.envs.policy import sample_tokens
+
+    logits = torch.tensor([[1.0, -4.0, float("-inf"), 0.0, 2.5, -1.0]], device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tokens = sample_tokens(logits.expand(200_000, -1).contiguous(), g)
+    assert tokens.device.type == "cuda"
+    freq = torch.bincount(tokens, minlength=6).double().cpu() / len(tokens)
+    assert freq[2] == 0
+    assert torch.allclose(freq, logits[0].softmax(-1).double().cpu(), atol=5e-3)

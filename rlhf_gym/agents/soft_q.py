@@ -98,7 +98,7 @@ from rlhf_gym.agents.episodes import (
     row_info,
 )
 from rlhf_gym.agents.models import make_vector_env, trainable_policy
-from rlhf_gym.envs.policy import LMPolicy
+from rlhf_gym.envs.policy import LMPolicy, sample_tokens
 
 
 @dataclass
@@ -224,8 +224,7 @@ class SoftQPolicy:
 
     def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """Sample one token per row (a scalar for an unbatched observation)."""
-        probs = self.action_logits(observation).softmax(-1)
-        tokens = torch.multinomial(probs, 1, generator=self.generator)[:, 0].cpu().numpy()
+        tokens = sample_tokens(self.action_logits(observation), self.generator).cpu().numpy()
         return tokens[0] if np.ndim(observation["input_ids"]) == 1 else tokens
 
 
