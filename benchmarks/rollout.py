@@ -18,7 +18,10 @@ scores them with the reward model:
 
 Prints the median tokens per second over ``--repeats`` runs (after one warm-up) and the ratios
 ``env_vs_bare``, ``env_vs_generate`` and ``env_vs_generate_deferred`` measured in the same
-process; ``--json`` prints one
+process. Each repeat runs every method once, back to back, and a ratio is the median over
+repeats of that repeat's own ratio: on a shared machine whose speed drifts by tens of per cent
+within a minute, pairing the methods of one repeat cancels the drift that a ratio of separate
+medians keeps. ``--threads`` sets torch's CPU threads (default 1). ``--json`` prints one
 JSON object instead. ``--model gpt2-small-random`` benchmarks a randomly initialised model of
 GPT-2-small's body (12 layers, 768 wide, 12 heads; the embedded tokenizer's vocabulary).
 
@@ -185,8 +188,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     args.dev = resolve_device(args.device)
     dt = resolve_dtype(args.dtype, args.dev)
     tmp = tempfile.TemporaryDirectory()
@@ -217,15 +222,20 @@ def main(argv: list[str] | None = None) -> dict:
             for k, fn in runners.items():
                 times[k].append(fn())
         med = {k: statistics.median(v) for k, v in times.items()}
+
+        def paired(a: str, b: str) -> float:
+            return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
         results[str(B)] = {
             **{f"{k}_tokens_per_s": v for k, v in med.items()},
-            "env_vs_bare": med["env"] / med["bare"],
-            "env_vs_generate": med["env"] / med["generate"],
-            "env_deferred_vs_bare": med["env_deferred"] / med["bare"],
-            "env_vs_generate_deferred": med["env_deferred"] / med["generate"],
+            "env_vs_bare": paired("env", "bare"),
+            "env_vs_generate": paired("env", "generate"),
+            "env_deferred_vs_bare": paired("env_deferred", "bare"),
+            "env_vs_generate_deferred": paired("env_deferred", "generate"),
         }
     report = {
         "model": args.model,
+        "threads": torch.get_num_threads(),
         "device": str(args.dev),
         "dtype": str(dt).replace("torch.", ""),
         "new_tokens": args.new_tokens,
@@ -237,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         print(
             f"model={args.model} device={args.dev} dtype={report['dtype']} "
-            f"new_tokens={args.new_tokens} median of {args.repeats} runs (tokens/s)"
+            f"new_tokens={args.new_tokens} threads={report['threads']} median of {args.repeats} "
+            "runs (tokens/s; ratios: median of each run's own)"
         )
         print(
             f"{'B':>4} {'env':>10} {'deferred':>10} {'bare':>10} {'generate':>10} "

@@ -34,8 +34,8 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
     distribution (accumulated in float64) with ``searchsorted``. It draws from exactly the
     distribution ``torch.multinomial(logits.softmax(-1), 1)`` draws from, but that call draws
     an exponential variate for *every* vocabulary entry; on the CPU that is most of its cost,
-    and this is 5–15× faster at ``B`` = 32–64, ``V`` = 1,024 (about 0.2 ms against 1.5–3.3 ms
-    per decode step), 2.7× at ``V`` = 50,257. A token of probability 0 (logit ``-inf``, e.g. a
+    and this is several times faster per decode step at ``V`` = 1,024, twice at ``V`` = 50,257
+    (``benchmarks/sampling.py``; README, "Benchmarks"). A token of probability 0 (logit ``-inf``, e.g. a
     masked EOS) is never drawn. Every sampler of the package uses it, so a seed gives the same
     tokens whichever policy class draws them from the same logits.
 
@@ -43,14 +43,15 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
         logits: ``(B, V)`` unnormalised log-probabilities (any float dtype).
         generator: the random generator, on ``logits``' device.
     """
-    logits = logits.float()
-    weights = (logits - logits.amax(-1, keepdim=True)).exp()
-    cdf = weights.cumsum(-1, dtype=torch.float64)
-    total = cdf[:, -1:]
+    cdf = logits.float().softmax(-1).cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:]  # 1 up to rounding
+    # u < total·(1 − 2⁻⁵⁰) < total: some entry of the CDF exceeds u, and the first one that
+    # does belongs to a token of mass > 0 (an entry equal to the one before it never does)
     u = torch.rand(total.shape, generator=generator, dtype=torch.float64, device=cdf.device)
-    # u·total < total, so some entry of the CDF exceeds it and the token found has mass > 0
-    u = torch.minimum(u * total, total.nextafter(torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u, right=True)[:, 0]
+    u = u * (total * (1 - 2**-50))
+    # the clamp changes nothing for real logits; NaN logits give a valid token id, and the
+    # environment's check of the policy's logits then names the problem
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.shape[-1] - 1)
 
 
 @runtime_checkable
