@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
                 times[k].append(fn())
         med = {k: statistics.median(v) for k, v in times.items()}
 
-        def paired(a: str, b: str) -> float:
+        def paired(a: str, b: str, times: dict[str, list[float]] = times) -> float:
             return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
 
         results[str(B)] = {

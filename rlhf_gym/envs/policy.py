@@ -35,9 +35,9 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
     distribution ``torch.multinomial(logits.softmax(-1), 1)`` draws from, but that call draws
     an exponential variate for *every* vocabulary entry; on the CPU that is most of its cost,
     and this is several times faster per decode step at ``V`` = 1,024, twice at ``V`` = 50,257
-    (``benchmarks/sampling.py``; README, "Benchmarks"). A token of probability 0 (logit ``-inf``, e.g. a
-    masked EOS) is never drawn. Every sampler of the package uses it, so a seed gives the same
-    tokens whichever policy class draws them from the same logits.
+    (``benchmarks/sampling.py``; README, "Benchmarks"). A token of probability 0 (logit
+    ``-inf``, e.g. a masked EOS) is never drawn. Every sampler of the package uses it, so a seed
+    gives the same tokens whichever policy class draws them from the same logits.
 
     Args:
         logits: ``(B, V)`` unnormalised log-probabilities (any float dtype).
