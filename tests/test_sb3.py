@@ -34,9 +34,11 @@ from rlhf_gym.agents.sb3 import (
     SB3DQNConfig,
     SB3PPOConfig,
     SharedReference,
+    VocabularyCategorical,
     covering_rows,
 )
 from rlhf_gym.envs import toy
+from rlhf_gym.envs.policy import sample_tokens
 from rlhf_gym.train import train
 
 
@@ -71,6 +73,31 @@ def test_actor_is_the_lm_head_and_the_env_gets_its_logits(tiny_kwargs):
     acting = SB3ActingPolicy(model).action_logits({k: v[None] for k, v in obs.items()})
     assert model.policy.features_extractor.cache is cache_before  # no second LM pass
     torch.testing.assert_close(acting.log_softmax(-1), lm, rtol=1e-5, atol=1e-5)
+
+
+def test_sb3_actions_come_from_the_package_sampler(tiny_kwargs):
+    env = gym.make("RLHF-v0", **tiny_kwargs)
+    model = PPO(LMActorCriticPolicy, env, policy_kwargs=dict(lm=tiny_kwargs["model"]), seed=0)
+    assert isinstance(model.policy.action_dist, VocabularyCategorical)
+    obs, _ = env.reset(seed=0)
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        dist = model.policy.get_distribution(obs_t)
+        probs = dist.distribution.probs[0].double()
+        # the same draws as sample_tokens from torch's global generator, which SB3 seeds
+        torch.manual_seed(3)
+        a = dist.sample()
+        torch.manual_seed(3)
+        assert torch.equal(a, torch.tensor([int(sample_tokens(dist.distribution.logits, None))]))
+        draws = torch.cat([dist.sample() for _ in range(4000)])
+    # a token the policy finds likely is drawn about as often as its probability says
+    top = int(probs.argmax())
+    freq = float((draws == top).double().mean())
+    sd = float((probs[top] * (1 - probs[top]) / len(draws)).sqrt())
+    assert abs(freq - float(probs[top])) < 5 * sd + 1e-9
+    # and the actions SB3 predicts are in the action space
+    action, _ = model.predict(obs, deterministic=False)
+    assert env.action_space.contains(int(action))
 
 
 def test_sb3_ppo_on_rlhf_v0_changes_the_weights_and_sees_the_kl(tiny_kwargs):

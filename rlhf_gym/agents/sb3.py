@@ -66,6 +66,7 @@ from gymnasium import spaces
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -81,6 +82,7 @@ from rlhf_gym.agents.episodes import EpisodeStats
 from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs import IncrementalLM, RLHFEnv
 from rlhf_gym.envs.lm import DATA_DIR, cache_argument, resolve_model_path
+from rlhf_gym.envs.policy import sample_tokens
 
 LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM module
 
@@ -268,6 +270,15 @@ class TemperedHead(nn.Module):
 
 
 # ---------------------------------------------------------------------- SB3 policies
+class VocabularyCategorical(CategoricalDistribution):
+    """SB3's categorical distribution, drawing with :func:`~rlhf_gym.envs.policy.sample_tokens`
+    (torch's global generator, which SB3 seeds): the same distribution as
+    ``Categorical.sample``, without its exponential variate per vocabulary entry."""
+
+    def sample(self) -> torch.Tensor:
+        return sample_tokens(self.distribution.logits, None)
+
+
 class LMActorCriticPolicy(MultiInputActorCriticPolicy):
     """PPO/A2C policy whose actor is a causal LM's next-token head and critic a value head.
 
@@ -307,6 +318,7 @@ class LMActorCriticPolicy(MultiInputActorCriticPolicy):
         super()._build(lr_schedule)
         lm = self.features_extractor.lm
         self.action_net = TemperedHead(lm.get_output_embeddings(), self.temperature)
+        self.action_dist = VocabularyCategorical(int(self.action_space.n))
         nn.init.zeros_(self.value_net.weight)  # values start at 0, as the native value head
         nn.init.zeros_(self.value_net.bias)
         # the optimizer SB3 built holds the replaced Linear: rebuild it over the real parameters

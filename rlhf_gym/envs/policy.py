@@ -27,7 +27,7 @@ import torch
 from rlhf_gym.envs.lm import IncrementalLM
 
 
-def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Sample one token per row from ``softmax(logits)``: ``(B,)`` int64, on ``logits``' device.
 
     Inverse-CDF sampling: one uniform number per row, located in the row's cumulative
@@ -41,7 +41,7 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
     Args:
         logits: ``(B, V)`` unnormalised log-probabilities (any float dtype).
-        generator: the random generator, on ``logits``' device.
+        generator: the random generator, on ``logits``' device (``None``: torch's global one).
     """
     cdf = logits.float().softmax(-1).cumsum(-1, dtype=torch.float64)
     total = cdf[:, -1:]  # 1 up to rounding
