@@ -7,8 +7,8 @@
 For each β and agent, the agent trains on the default task (``RLHF-v0``, seed 0, its own
 defaults, ``kl_coef=β``, ``--episodes`` episodes; a variant such as
 ``ppo:kl_estimator=k1:anneal_lr=False`` changes defaults, for ablations) in its own process,
-and its final policy is evaluated on the held-out prompts (``--eval-episodes`` episodes, the
-exact per-sequence KL):
+and its final policy is evaluated on the held-out prompts (``--prompts sentiment``: on the
+training prompts instead, pool included; ``--eval-episodes`` episodes, the exact per-sequence KL):
 ``J = mean(score − β·KL)`` with its standard error over episodes. Beside it, from a pool of
 ``--pool`` reference samples per held-out prompt (:mod:`rlhf_gym.frontier`):
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_ID, PROMPTS = "RLHF-v0", "sentiment-eval"
+ENV_ID, PROMPTS = "RLHF-v0", "sentiment-eval"  # the held-out prompts (``--prompts``)
 LABELS = {"ppo": "PPO", "qlearning": "soft-Q"}
 KEYS = {"ppo": "ppo", "qlearning": "softq"}
 
@@ -67,7 +67,9 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def train_and_eval(agent: str, beta: float, episodes: int, eval_episodes: int, seed: int) -> dict:
+def train_and_eval(
+    agent: str, beta: float, episodes: int, eval_episodes: int, seed: int, prompts: str = PROMPTS
+) -> dict:
     """Train ``agent`` at ``kl_coef=beta``; the held-out objective of its final policy."""
     _quiet()
     from rlhf_gym.agents import agent_class
@@ -87,7 +89,7 @@ def train_and_eval(agent: str, beta: float, episodes: int, eval_episodes: int, s
         episodes=eval_episodes,
         num_envs=min(64, eval_episodes),
         seed=10_000 + seed,
-        prompts=PROMPTS,
+        prompts=prompts,
     )
     scores, kls = np.asarray(result.scores), np.asarray(result.kls)
     j = scores - beta * kls
@@ -105,12 +107,12 @@ def train_and_eval(agent: str, beta: float, episodes: int, eval_episodes: int, s
     }
 
 
-def pool_job(samples: int, seed: int) -> dict:
+def pool_job(samples: int, seed: int, prompts: str = PROMPTS) -> dict:
     """The reference pool on the held-out prompts, as lists (picklable)."""
     _quiet()
     from rlhf_gym.frontier import reference_pool
 
-    pool = reference_pool(ENV_ID, samples, seed=20_000 + seed, prompts=PROMPTS)
+    pool = reference_pool(ENV_ID, samples, seed=20_000 + seed, prompts=prompts)
     gold = None if pool.gold is None else pool.gold.tolist()
     return {"scores": pool.scores.tolist(), "gold": gold}
 
@@ -249,6 +251,12 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=512)
     parser.add_argument("--pool", type=int, default=64, help="reference samples per prompt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prompts",
+        default=PROMPTS,
+        help="prompts of the evaluation and the reference pool: the held-out set, or "
+        "'sentiment' (the training prompts: is a gap to best-of-n one of generalisation?)",
+    )
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/frontier.json"))
     parser.add_argument("--figure", default=str(ROOT / "docs/frontier.png"))
@@ -258,9 +266,11 @@ def main() -> None:
     agents = args.agents.split(",")
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool_exec:
-        pool_future = pool_exec.submit(pool_job, args.pool, args.seed)
+        pool_future = pool_exec.submit(pool_job, args.pool, args.seed, args.prompts)
         futures = [
-            pool_exec.submit(train_and_eval, a, b, args.episodes, args.eval_episodes, args.seed)
+            pool_exec.submit(
+                train_and_eval, a, b, args.episodes, args.eval_episodes, args.seed, args.prompts
+            )
             for b in betas
             for a in agents
         ]
@@ -269,7 +279,7 @@ def main() -> None:
     summary = summarise(runs, pool_lists, betas, agents)
     result = {
         "env": ENV_ID,
-        "prompts": PROMPTS,
+        "prompts": args.prompts,
         "episodes": args.episodes,
         "eval_episodes": args.eval_episodes,
         "pool_samples_per_prompt": args.pool,
