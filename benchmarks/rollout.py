@@ -21,9 +21,10 @@ Prints the median tokens per second over ``--repeats`` runs (after one warm-up) 
 process. Each repeat runs every method once, back to back, and a ratio is the median over
 repeats of that repeat's own ratio: on a shared machine whose speed drifts by tens of per cent
 within a minute, pairing the methods of one repeat cancels the drift that a ratio of separate
-medians keeps. ``--threads`` sets torch's CPU threads (default 1). ``--json`` prints one
-JSON object instead. ``--model gpt2-small-random`` benchmarks a randomly initialised model of
-GPT-2-small's body (12 layers, 768 wide, 12 heads; the embedded tokenizer's vocabulary).
+medians keeps. ``--threads`` sets torch's CPU threads (default 1 on the CPU; a GPU run keeps
+torch's own). ``--json`` prints one JSON object instead. ``--model gpt2-small-random``
+benchmarks a randomly initialised model of GPT-2-small's body (12 layers, 768 wide, 12 heads;
+the embedded tokenizer's vocabulary).
 
     python benchmarks/rollout.py                    # embedded default model, CPU
     python benchmarks/rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda
@@ -188,11 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: 1 on the CPU)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     args.dev = resolve_device(args.device)
+    if args.threads or args.dev.type == "cpu":  # a GPU run keeps torch's host threads
+        torch.set_num_threads(args.threads or 1)
     dt = resolve_dtype(args.dtype, args.dev)
     tmp = tempfile.TemporaryDirectory()
     args.model_path = {"default": str(DATA_DIR / "lm"), "gpt2-small-random": None}.get(
