@@ -36,29 +36,34 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def anatomy(policy: torch.nn.Module, episodes: int, seed: int) -> dict:
-    """Play ``episodes`` held-out episodes with ``policy``; the KL and entropy statistics."""
-    from rlhf_gym.agents.episodes import episode_envs
-    from rlhf_gym.envs.policy import LMPolicy
+def anatomy(policy: torch.nn.Module | str, episodes: int, seed: int) -> dict:
+    """Play ``episodes`` held-out episodes with ``policy`` (a causal LM or a model directory,
+    loaded by the environment's own code); the KL and entropy statistics."""
+    from rlhf_gym.agents.episodes import episode_envs, first_episodes
+    from rlhf_gym.evaluate import acting_policy
 
     num_envs = min(64, episodes)
     envs = episode_envs(ENV_ID, num_envs, prompts=PROMPTS, kl_estimator="full")
+    acting = acting_policy(envs, policy, 1.0, seed)
+    envs.unwrapped.set_policy(acting)
     pos, kl, h_pi, h_ref = [], [], [], []
+    entropies: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+        # both distributions at the state acted in, read before the step moves the env on
+        ref = envs.unwrapped.reference_logits
+        entropies.append(
+            (entropy(acting.action_logits(obs)).cpu().numpy(), entropy(ref).cpu().numpy())
+        )
+        return acting.act(obs)
+
     for rep in range(episodes // num_envs):
-        acting = LMPolicy(policy, num_envs, envs.unwrapped.pad_token_id, seed=seed + rep)
-        envs.unwrapped.set_policy(acting)
-        t = 0
-        obs, _ = envs.reset(seed=seed + rep)
-        done = np.zeros(num_envs, dtype=bool)
-        while not done.all():
-            live = np.flatnonzero(~done)
-            h_pi.append(entropy(acting.action_logits(obs)[live]).cpu().numpy())
-            h_ref.append(entropy(envs.unwrapped.reference_logits[live]).cpu().numpy())
-            obs, _, terminated, _, info = envs.step(acting.act(obs))
-            kl.append(np.asarray(info["kl"])[live])
-            pos.append(np.full(len(live), t))
-            done[live[terminated[live]]] = True
-            t += 1
+        for t, step in enumerate(first_episodes(envs, act, seed=seed + rep)):
+            pi, ref = entropies.pop()
+            h_pi.append(pi[step.rows])
+            h_ref.append(ref[step.rows])
+            kl.append(np.asarray(step.info["kl"])[step.rows])
+            pos.append(np.full(len(step.rows), t))
     envs.close()
     pos_a, kl_a = np.concatenate(pos), np.concatenate(kl)
     hp, hr = np.concatenate(h_pi), np.concatenate(h_ref)
@@ -102,12 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.policy:
-        from transformers import AutoModelForCausalLM
-
-        from rlhf_gym.envs.lm import from_pretrained, resolve_model_path
-
-        path = resolve_model_path(args.policy, "policy", {})  # the env's loading code
-        policy = from_pretrained(AutoModelForCausalLM, path, "--policy", {})
+        policy: torch.nn.Module | str = args.policy
         source = {"policy": args.policy}
     else:
         from rlhf_gym.agents import agent_class
@@ -119,9 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
         trained = cls(cls.config_class(**{**fields, **overrides}))
         trained.train()
-        policy = trained.policy
+        policy = trained.policy.eval()
         source = {"agent": args.agent, "beta": args.beta, "episodes": args.episodes}
-    report = {**source, **anatomy(policy.eval(), args.eval_episodes, 10_000 + args.seed)}
+    try:
+        report = {**source, **anatomy(policy, args.eval_episodes, 10_000 + args.seed)}
+    except (FileNotFoundError, ValueError) as e:  # a bad --policy: the loader's own message
+        p.error(str(e))
     if args.json:
         print(json.dumps(report))
     else:
