@@ -3,13 +3,16 @@
 Trains PPO on the toy for a few updates and writes, under the directory given as the first
 argument: the initial weights (rank 0), every rollout this rank trained on
 (``rollout_<update>_<rank>.pt``), the permutations of its minibatches
-(``order_<update>.pt``, rank 0) and its final weights (``final_<rank>.pt``). With the second
+(``order_<update>.pt``, rank 0), its final weights (``final_<rank>.pt``) and, from the last
+exit handler, whether its process group was still alive (``exit_<rank>.txt``). With the second
 argument ``mismatch`` each rank gets another seed (the run must refuse to start).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -37,10 +40,21 @@ def weights(agent) -> dict[str, torch.Tensor]:
     return out
 
 
-def main(out: Path, mismatch: bool = False) -> None:
-    import os
+def record_group_at_exit(out: Path) -> None:
+    """Write, after every exit handler registered later has run, whether the process group
+    is still initialised (handlers run last-registered first, so this one runs last)."""
 
+    def record() -> None:
+        rank = os.environ["RANK"]
+        (out / f"exit_{rank}.txt").write_text(str(torch.distributed.is_initialized()))
+
+    atexit.register(record)
+
+
+def main(out: Path, mismatch: bool = False) -> None:
     from rlhf_gym.agents.ppo import PPO, PPOConfig
+
+    record_group_at_exit(out)
 
     kwargs = config_kwargs()
     if mismatch:  # a bad launch: every rank gets another seed

@@ -116,6 +116,15 @@ def test_two_ranks_end_equal_to_each_other_and_to_one_process(two_process_run: P
     assert moved > 1e-3  # the weights did move: the comparison is not of two initial states
 
 
+def test_each_rank_destroys_its_process_group_before_the_interpreter_ends(
+    two_process_run: Path,
+) -> None:
+    # Left alive, gloo's threads are torn down during interpreter finalisation, which now and
+    # then aborts a finished rank ("terminate called without an active exception").
+    for r in range(2):
+        assert (two_process_run / f"exit_{r}.txt").read_text() == "False"
+
+
 def test_rlhf_gym_train_under_torchrun_logs_and_checkpoints_once(tmp_path: Path) -> None:
     done = torchrun(
         "-m", "rlhf_gym.cli", "train", "--env", "RLHFToy-v0", "--num-envs", "8",

@@ -25,12 +25,17 @@ What PPO does with it (:mod:`rlhf_gym.agents.ppo`):
   evaluation run on rank 0; logged scalars are averaged over ranks.
 * **Agreement.** Every rank's config must be equal (checked at start: the message names the
   fields that differ).
+* **Exit.** The process group that ``accelerate`` opened is destroyed when the interpreter
+  exits (an ``atexit`` handler, :func:`destroy_at_exit`), while Python is still whole: gloo's
+  worker threads left running into interpreter finalisation can abort a rank with
+  "terminate called without an active exception" after its work is done.
 
 Only PPO trains with several processes; the other agents say so.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 from typing import Any
@@ -82,8 +87,32 @@ def make_accelerator(device: str) -> Any:
     if not cpu and device != "auto":
         resolve_device(device)  # a clear error for a bad device name
     accelerator = Accelerator(cpu=cpu, device_placement=False)
+    destroy_at_exit()
     check_sharding(accelerator)
     return accelerator
+
+
+_EXIT_HANDLER_REGISTERED = False
+
+
+def destroy_at_exit() -> None:
+    """Destroy the default process group when the interpreter exits (registered once).
+
+    PyTorch does not do it itself: a process that ends with its group alive leaves gloo's
+    threads to be torn down during interpreter finalisation, which now and then aborts the
+    rank (SIGABRT) after its work is done. A group the caller destroyed already is left alone.
+    """
+    global _EXIT_HANDLER_REGISTERED
+    if not _EXIT_HANDLER_REGISTERED:
+        atexit.register(_destroy_process_group)
+        _EXIT_HANDLER_REGISTERED = True
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_sharding(accelerator: Any) -> None:
