@@ -12,8 +12,9 @@ export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest tests/test_gpu.py tests/test_incremental_lm.py -q -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/tests.txt"
+python3 -m pytest tests/test_gpu.py tests/test_incremental_lm.py -q -p no:cacheprovider -rfEs 2>&1 | tail -40 | tee "$OUT/tests.txt"
 cd benchmarks
-python3 rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda --repeats 3 --json | tee "$OUT/rollout_gpt2small_bf16.json"
-python3 rollout.py --dtype bfloat16 --device cuda --repeats 3 --json | tee "$OUT/rollout_default_cuda.json"
-python3 ppo_speed.py --model gpt2-small-random --dtype bfloat16 --device cuda --updates 3 --autoreset-modes disabled,next_step --json | tee "$OUT/ppo_gpt2small_bf16.json"
+python3 rollout.py --dtype bfloat16 --device cuda --repeats 5 --cuda-graphs --json | tee "$OUT/rollout_default_cuda.json"
+python3 rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda --repeats 5 --cuda-graphs --json | tee "$OUT/rollout_gpt2small_bf16.json"
+python3 ppo_speed.py --model gpt2-small-random --dtype bfloat16 --device cuda --updates 3 --reference-passes deferred --cuda-graphs --json | tee "$OUT/ppo_gpt2small_bf16_graphs.json"
+python3 ppo_speed.py --dtype bfloat16 --device cuda --updates 3 --reference-passes deferred --cuda-graphs --json | tee "$OUT/ppo_default_cuda_graphs.json"

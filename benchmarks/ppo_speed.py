@@ -13,6 +13,8 @@ of the rollout's tokens per second, measured in the same process. ``--autoreset-
 disabled,next_step`` adds, per pass, an agent whose vector env autoresets finished rows (they
 decode throwaway episodes until the batch's longest response ends; the agents' default is
 without autoreset) and reports ``no_autoreset_vs_next_step`` per pass, the ratio of the
+rollout's tokens per second. ``--cuda-graphs`` adds, per pass, an agent with
+``cuda_graphs=True`` (CUDA only) and reports ``graphs_vs_eager`` per pass, the ratio of the
 rollout's tokens per second. ``gpt2-small-random`` is
 GPT-2 small's body with random weights (see _models.py). Both agents start from the same
 weights and seeds, so they sample the same tokens.
@@ -62,14 +64,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--autoreset-modes", default="disabled", help="disabled (the agents'), next_step or both"
     )
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="add agents with cuda_graphs=True (CUDA)"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.cuda_graphs and not (torch.cuda.is_available() and args.device != "cpu"):
+        p.error("--cuda-graphs needs a CUDA device")
     tmp = tempfile.TemporaryDirectory()
     model = args.model
     if model == "gpt2-small-random":
         model = gpt2_small_random(Path(tmp.name) / "gpt2-small-random")
     agents = {
-        name + ("" if mode == "disabled" else "+autoreset"): PPO(
+        name + ("" if mode == "disabled" else "+autoreset") + ("+graphs" if graphs else ""): PPO(
             PPOConfig(
                 model=model,
                 num_envs=args.num_envs,
@@ -78,11 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
                 dtype=args.dtype,
                 learning_rate=1e-5,
                 reference_pass=name,
+                cuda_graphs=graphs,
             ),
             env_kwargs={"autoreset_mode": mode},
         )
         for name in args.reference_passes.split(",")
         for mode in args.autoreset_modes.split(",")
+        for graphs in ([False, True] if args.cuda_graphs else [False])
     }
     rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in agents}
     for i in range(args.updates + 1):
@@ -121,6 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
                 passes[name]["rollout_tokens_per_s"]
                 / passes[name + "+autoreset"]["rollout_tokens_per_s"]
             )
+    for name in passes:
+        if name + "+graphs" in passes:
+            report.setdefault("graphs_vs_eager", {})[name] = (
+                passes[name + "+graphs"]["rollout_tokens_per_s"]
+                / passes[name]["rollout_tokens_per_s"]
+            )
     if args.json:
         print(json.dumps(report))
     else:
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  rollout, deferred / per step: {report['deferred_vs_per_step']:.2f}")
         for name, ratio in report.get("no_autoreset_vs_next_step", {}).items():
             print(f"  rollout, {name}, no autoreset / next-step autoreset: {ratio:.2f}")
+        for name, ratio in report.get("graphs_vs_eager", {}).items():
+            print(f"  rollout, {name}, CUDA graphs / eager: {ratio:.2f}")
     return report
 
 

@@ -21,10 +21,12 @@ Prints the median tokens per second over ``--repeats`` runs (after one warm-up) 
 process. Each repeat runs every method once, back to back, and a ratio is the median over
 repeats of that repeat's own ratio: on a shared machine whose speed drifts by tens of per cent
 within a minute, pairing the methods of one repeat cancels the drift that a ratio of separate
-medians keeps. ``--threads`` sets torch's CPU threads (default 1 on the CPU; a GPU run keeps
-torch's own). ``--json`` prints one JSON object instead. ``--model gpt2-small-random``
-benchmarks a randomly initialised model of GPT-2-small's body (12 layers, 768 wide, 12 heads;
-the embedded tokenizer's vocabulary).
+medians keeps. ``--cuda-graphs`` adds the environment with ``cuda_graphs=True`` (the policy's
+and the reference's decode steps replayed as CUDA graphs; keys ``env_graphs_vs_generate`` and
+``env_vs_generate_deferred_graphs``). ``--threads`` sets torch's CPU threads (default 1 on
+the CPU; a GPU run keeps torch's own). ``--json`` prints one JSON object instead.
+``--model gpt2-small-random`` benchmarks a randomly initialised model of GPT-2-small's body
+(12 layers, 768 wide, 12 heads; the embedded tokenizer's vocabulary).
 
     python benchmarks/rollout.py                    # embedded default model, CPU
     python benchmarks/rollout.py --model gpt2-small-random --dtype bfloat16 --device cuda
@@ -71,7 +73,12 @@ def sync(device: torch.device) -> None:
 
 
 def run_env(
-    args: Any, B: int, policy_model: Any, prompts: list[str], reference_pass: str = "per_step"
+    args: Any,
+    B: int,
+    policy_model: Any,
+    prompts: list[str],
+    reference_pass: str = "per_step",
+    graphs: bool = False,
 ) -> float:
     envs = gym.make_vec(
         "RLHF-v0",
@@ -82,8 +89,10 @@ def run_env(
         device=args.device,
         dtype=args.dtype,
         reference_pass=reference_pass,
+        cuda_graphs=graphs,
     )
-    policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=envs.unwrapped.pad_token_id, seed=0)
+    pad = envs.unwrapped.pad_token_id
+    policy = NoEOSPolicy(policy_model, num_envs=B, pad_token_id=pad, seed=0, cuda_graphs=graphs)
     policy.eos = envs.unwrapped.eos_token_id
     envs.unwrapped.set_policy(policy)
     obs, _ = envs.reset(seed=0)
@@ -192,9 +201,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: 1 on the CPU)"
     )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also run the env (both reference passes) with cuda_graphs=True for the policy and "
+        "the reference (CUDA only)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     args.dev = resolve_device(args.device)
+    if args.cuda_graphs and args.dev.type != "cuda":
+        p.error(f"--cuda-graphs needs a CUDA device, got --device {args.device} ({args.dev})")
     if args.threads or args.dev.type == "cpu":  # a GPU run keeps torch's host threads
         torch.set_num_threads(args.threads or 1)
     dt = resolve_dtype(args.dtype, args.dev)
@@ -219,6 +236,13 @@ def main(argv: list[str] | None = None) -> dict:
             "bare": partial(run_bare, args, B, policy_model, ref, tok, rm, prompts),
             "generate": partial(run_generate, args, B, policy_model, ref, tok, rm, prompts),
         }
+        if args.cuda_graphs:
+            runners["env_graphs"] = partial(
+                run_env, args, B, policy_model, prompts, "per_step", True
+            )
+            runners["env_deferred_graphs"] = partial(
+                run_env, args, B, policy_model, prompts, "deferred", True
+            )
         times: dict[str, list[float]] = {k: [] for k in runners}
         for fn in runners.values():
             fn()  # warm-up
@@ -237,6 +261,11 @@ def main(argv: list[str] | None = None) -> dict:
             "env_deferred_vs_bare": paired("env_deferred", "bare"),
             "env_vs_generate_deferred": paired("env_deferred", "generate"),
         }
+        if args.cuda_graphs:
+            results[str(B)]["env_graphs_vs_generate"] = paired("env_graphs", "generate")
+            results[str(B)]["env_vs_generate_deferred_graphs"] = paired(
+                "env_deferred_graphs", "generate"
+            )
     report = {
         "model": args.model,
         "threads": torch.get_num_threads(),
@@ -244,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": str(dt).replace("torch.", ""),
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
+        "cuda_graphs": args.cuda_graphs,
         "results": results,
     }
     if args.json:
@@ -265,6 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{r['env_vs_bare']:>9.2f} {r['env_vs_generate']:>8.2f} "
                 f"{r['env_vs_generate_deferred']:>13.2f}"
             )
+            if args.cuda_graphs:
+                print(
+                    f"{'':>4} CUDA graphs: env/gen {r['env_graphs_vs_generate']:.2f}, "
+                    f"deferred/gen {r['env_vs_generate_deferred_graphs']:.2f}"
+                )
     return report
 
 

@@ -111,3 +111,82 @@ def test_sample_tokens_on_cuda():
     freq = torch.bincount(tokens, minlength=6).double().cpu() / len(tokens)
     assert freq[2] == 0
     assert torch.allclose(freq, logits[0].softmax(-1).double().cpu(), atol=5e-3)
+
+
+def uncached(model, seq: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([seq], device="cuda")).logits[0, -1].float()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_cuda_graph_decode_equals_uncached(arch, tiny_lm_dir, tiny_llama_dir):
+    """The static cache's decode step, captured as a CUDA graph, through restarts, releases,
+    shifts and one growth of the cache (which captures the graph again)."""
+    from rlhf_gym.envs.static_lm import StaticIncrementalLM
+
+    path = tiny_lm_dir if arch == "gpt2" else tiny_llama_dir
+    model = AutoModelForCausalLM.from_pretrained(path).to("cuda").eval()
+    rng = np.random.default_rng(0)
+    B, V = 3, model.config.vocab_size
+    lm = StaticIncrementalLM(model, B, pad_token_id=1, columns=8)
+    seqs = [rng.integers(2, V, size=n).tolist() for n in (2, 5, 3)]
+    lm.start(range(B), seqs)
+    for step in range(40):
+        active = rng.random(B) < 0.8
+        toks = rng.integers(2, V, size=B)
+        lm.advance(toks, active)
+        assert lm.graphed, "the decode step should run as a CUDA graph"
+        for r in range(B):
+            if active[r]:
+                seqs[r].append(int(toks[r]))
+        if step % 4 == 3:
+            r = int(rng.integers(B))
+            seqs[r] = rng.integers(2, V, size=int(rng.integers(1, 9))).tolist()
+            lm.start([r], [seqs[r]])
+        for r in range(B):
+            torch.testing.assert_close(lm.logits[r], uncached(model, seqs[r]), atol=1e-4, rtol=1e-4)
+    assert lm.columns > 8  # the cache grew at least once, and the graph was captured again
+
+
+def test_cuda_graph_follows_an_in_place_weight_update(tiny_lm_dir):
+    """An optimizer updates the weights in place: after reset() the same graph (no new
+    capture) gives the new weights' logits."""
+    from rlhf_gym.envs.policy import LMPolicy
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).to("cuda")
+    policy = LMPolicy(model, num_envs=2, pad_token_id=1, seed=0, cuda_graphs=True)
+    ids = np.array([[5, 6, 7, 1], [8, 1, 1, 1]])
+    mask = (ids != 1).astype(np.int64)
+    policy.action_logits({"input_ids": ids, "attention_mask": mask})
+    ids2, mask2 = ids.copy(), mask.copy()
+    ids2[:, 3], mask2[:, 3] = [9, 1], [1, 0]
+    ids2[1, 1], mask2[1, 1] = 10, 1
+    policy.action_logits({"input_ids": ids2, "attention_mask": mask2})
+    graph = policy.lm._graph
+    assert policy.lm.graphed and graph is not None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(input_ids=torch.tensor([[5, 6, 7, 9]], device="cuda")).logits.sum().backward()
+    opt.step()
+    model.eval()
+    policy.reset()
+    policy.action_logits({"input_ids": ids, "attention_mask": mask})
+    logits = policy.action_logits({"input_ids": ids2, "attention_mask": mask2})
+    assert policy.lm._graph is graph
+    for r, seq in enumerate([[5, 6, 7, 9], [8, 10]]):
+        torch.testing.assert_close(logits[r], uncached(model, seq), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("reference_pass", ["per_step", "deferred"])
+def test_env_with_cuda_graphs_equals_without(kw, reference_pass):
+    envs = [
+        RLHFVectorEnv(num_envs=3, reference_pass=reference_pass, cuda_graphs=g, **kw)
+        for g in (False, True)
+    ]
+    for e in envs:
+        e.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(12):  # the vector env's autoreset restarts finished rows
+        actions = rng.integers(2, 40, size=3)
+        out = [e.step(actions) for e in envs]
+        np.testing.assert_array_equal(out[0][0]["input_ids"], out[1][0]["input_ids"])
+        np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-4)

@@ -1,4 +1,6 @@
-"""KV-cached next-token logits equal uncached ones, through restarts, gaps and trimming."""
+"""KV-cached next-token logits equal uncached ones, through restarts, gaps and trimming; the
+static-cache variant (``StaticIncrementalLM``, run eagerly here; its CUDA graph in
+``tests/test_gpu.py``) gives the same logits through shifts and growth of its cache."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlhf_gym.envs.lm import IncrementalLM
+from rlhf_gym.envs.static_lm import StaticIncrementalLM
 
 
 def uncached_logits(model, seq: list[int]) -> torch.Tensor:
@@ -15,16 +18,26 @@ def uncached_logits(model, seq: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([seq])).logits[0, -1].float()
 
 
+def rows(kind: str, model, B: int):
+    """The dynamic cache, or the static one with a small cache (8 columns, so that the run
+    shifts it left, shifts it right for a long restart, and grows it)."""
+    if kind == "dynamic":
+        return IncrementalLM(model, B, pad_token_id=1)
+    return StaticIncrementalLM(model, B, pad_token_id=1, columns=8)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_cached_logits_equal_uncached(arch, tiny_lm_dir, tiny_llama_dir):
+def test_cached_logits_equal_uncached(arch, kind, tiny_lm_dir, tiny_llama_dir):
     path = tiny_lm_dir if arch == "gpt2" else tiny_llama_dir
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     rng = np.random.default_rng(0)
     B, V = 3, model.config.vocab_size
-    lm = IncrementalLM(model, B, pad_token_id=1)
+    lm = rows(kind, model, B)
     seqs = [rng.integers(2, V, size=n).tolist() for n in (2, 5, 3)]
     lm.start(range(B), seqs)
-    for step in range(12):
+    steps = 12 if kind == "dynamic" else 40
+    for step in range(steps):
         active = rng.random(B) < 0.8
         toks = rng.integers(2, V, size=B)
         lm.advance(toks, active)
@@ -43,9 +56,38 @@ def test_cached_logits_equal_uncached(arch, tiny_lm_dir, tiny_llama_dir):
     assert lm.mask.shape[1] <= 2 * max(len(s) for s in seqs) + 12
 
 
-def test_sync_follows_observations(tiny_lm_dir):
+def test_static_cache_shifts_in_place_and_grows_only_when_full(tiny_lm_dir):
+    """With rows restarted as they end (autoreset), the static cache's used window stays
+    about one episode long: the write column wraps by shifting the columns left, in place
+    (the buffers keep their addresses, which a captured graph reads), and the cache does
+    not grow."""
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
-    lm = IncrementalLM(model, 2, pad_token_id=1)
+    rng = np.random.default_rng(2)
+    B, V = 4, model.config.vocab_size
+    lm = StaticIncrementalLM(model, B, pad_token_id=1, columns=32)
+    seqs = [rng.integers(2, V, size=4).tolist() for _ in range(B)]
+    lm.start(range(B), seqs)
+    address, C = lm._keys[0].data_ptr(), lm.columns
+    for step in range(100):  # each row restarts after 6 tokens, the rows staggered
+        toks = rng.integers(2, V, size=B)
+        lm.advance(toks, np.ones(B, dtype=bool))
+        for r in range(B):
+            seqs[r].append(int(toks[r]))
+        for r in range(B):
+            if (step + r) % 6 == 5:
+                seqs[r] = rng.integers(2, V, size=4).tolist()
+                lm.start([r], [seqs[r]])
+    assert lm.columns == C and lm._keys[0].data_ptr() == address
+    for r in range(B):
+        torch.testing.assert_close(
+            lm.logits[r], uncached_logits(model, seqs[r]), atol=1e-4, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_sync_follows_observations(kind, tiny_lm_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    lm = rows(kind, model, 2)
     T = 10
     ids = np.zeros((2, T), dtype=np.int64)
     seqs = [[5, 6, 7], [8]]
@@ -127,3 +169,31 @@ def test_sync_releases_unchanged_rows_and_restarts_them_when_they_grow(tiny_lm_d
     assert lm.slot[0] < 0 and lm.slot[1] >= 0  # now row 0 is the unchanged one
     for r, s in enumerate(seqs):
         torch.testing.assert_close(logits[r], uncached_logits(model, s), atol=1e-4, rtol=1e-4)
+
+
+def test_static_released_rows_keep_their_logits_and_restart(tiny_lm_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    rng = np.random.default_rng(3)
+    B, V = 4, model.config.vocab_size
+    lm = StaticIncrementalLM(model, B, pad_token_id=1, columns=8)
+    seqs = [rng.integers(2, V, size=int(rng.integers(1, 6))).tolist() for _ in range(B)]
+    lm.start(range(B), seqs)
+    before = lm.logits[1].clone()
+    lm.release([1])
+    active = np.array([True, False, True, True])
+    for _ in range(10):
+        toks = rng.integers(2, V, size=B)
+        lm.advance(toks, active)
+        for r in np.flatnonzero(active):
+            seqs[r].append(int(toks[r]))
+    torch.testing.assert_close(lm.logits[1], before)
+    with pytest.raises(RuntimeError, match="row 1 is not in the decode batch"):
+        lm.advance(np.full(B, 3), np.ones(B, dtype=bool))
+    seqs[1] = rng.integers(2, V, size=12).tolist()  # longer than the write column
+    lm.start([1], [seqs[1]])
+    lm.advance(np.full(B, 3), np.ones(B, dtype=bool))
+    for r in range(B):
+        seqs[r].append(3)
+        torch.testing.assert_close(
+            lm.logits[r], uncached_logits(model, seqs[r]), atol=1e-4, rtol=1e-4
+        )

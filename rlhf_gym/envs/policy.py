@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from rlhf_gym.envs.lm import IncrementalLM
+from rlhf_gym.envs.static_lm import make_incremental
 
 
 def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -104,6 +104,9 @@ class LMPolicy:
         temperature: sampling temperature (> 0), used for every log-probability.
         pad_token_id: any valid token id, fed at masked positions.
         seed: seed of the sampling generator.
+        cuda_graphs: on a CUDA device, decode on a static KV cache replayed as a CUDA graph
+            (:mod:`rlhf_gym.envs.static_lm`; same logits). Call :meth:`reset` after a weight
+            update as always; an optimizer that updates the weights in place keeps the graph.
     """
 
     def __init__(
@@ -113,11 +116,12 @@ class LMPolicy:
         temperature: float = 1.0,
         pad_token_id: int = 0,
         seed: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         model.eval()
-        self.lm = IncrementalLM(model, num_envs, pad_token_id)
+        self.lm = make_incremental(model, num_envs, pad_token_id, cuda_graphs)
         self.temperature = temperature
         self.generator = torch.Generator(device=self.lm.device)
         if seed is not None:

@@ -18,7 +18,6 @@ from rlhf_gym.envs.gold import GOLD_LABELERS
 from rlhf_gym.envs.kl import AdaptiveKLController
 from rlhf_gym.envs.lm import (
     DATA_DIR,
-    IncrementalLM,
     ReferenceRows,
     from_pretrained,
     prepare_frozen,
@@ -38,6 +37,7 @@ from rlhf_gym.envs.render import (
     header_text,
 )
 from rlhf_gym.envs.rewards import HFRewardModel, RewardModel, as_reward_model
+from rlhf_gym.envs.static_lm import make_incremental
 
 BUILTIN_MODELS = {"default": DATA_DIR / "lm", "assistant": DATA_DIR / "assistant"}
 """Built-in model names. ``"default"`` means the task's own embedded model (``TASKS``)."""
@@ -296,6 +296,9 @@ class RLHFEnv(_Surface, gym.Env):
     * ``max_new_tokens`` (32), ``max_prompt_tokens`` (32).
     * ``device`` (``"auto"``: CUDA when present), ``dtype`` (``"float32"``, ``"bfloat16"``,
       ``"float16"`` or ``"auto"``).
+    * ``cuda_graphs`` (``False``): on a CUDA device, the reference's decode step runs on a static
+      KV cache replayed as a CUDA graph (:mod:`rlhf_gym.envs.static_lm`; same logits), which
+      removes most of a small model's kernel-launch time; no effect on the CPU.
     * ``policy`` (constructor only): the acting policy.
     * ``render_mode``: ``None``, ``"ansi"`` or ``"rgb_array"`` (see Rendering).
 
@@ -636,6 +639,7 @@ def build_engine(
     max_prompt_tokens: int = 32,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "float32",
+    cuda_graphs: bool = False,
     policy: Any = None,
 ) -> Engine:
     """Validate the arguments (documented on :class:`RLHFEnv`) and build the engine.
@@ -655,6 +659,8 @@ def build_engine(
         raise ValueError(
             f"reference_pass={reference_pass!r} is not one of {list(REFERENCE_PASSES)}"
         )
+    if not isinstance(cuda_graphs, (bool, np.bool_)):
+        raise ValueError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     defaults = TASKS[task]
@@ -662,7 +668,8 @@ def build_engine(
     ref_model, tokenizer = _load_policy_model(task_model(model, task), tokenizer, dev, dt)
     vocab, eos = _vocab_and_eos(ref_model, tokenizer)
     pad = _obs_pad_id(tokenizer, vocab, eos)
-    reference = _reference_rows(ref_model, num_rows, pad, max_prompt_tokens + max_new_tokens)
+    context = max_prompt_tokens + max_new_tokens
+    reference = _reference_rows(ref_model, num_rows, pad, context, bool(cuda_graphs))
 
     reward = reward_model if reward_model is not None else defaults["reward_model"]
     if isinstance(reward, str):
@@ -689,12 +696,15 @@ def build_engine(
     )
 
 
-def _reference_rows(model: Any, num_rows: int, pad: int, context: int) -> ReferenceRows:
-    """The reference's ``B`` rows: a reference object's own, or KV-cached rows of an LM."""
+def _reference_rows(
+    model: Any, num_rows: int, pad: int, context: int, cuda_graphs: bool = False
+) -> ReferenceRows:
+    """The reference's ``B`` rows: a reference object's own, or KV-cached rows of an LM (on a
+    static cache replayed as a CUDA graph with ``cuda_graphs`` on a CUDA device)."""
     if hasattr(model, "incremental"):
         return model.incremental(num_rows, pad)
     _check_context(model, context)
-    return IncrementalLM(model, num_rows, pad)
+    return make_incremental(model, num_rows, pad, cuda_graphs)
 
 
 def load_reference(
