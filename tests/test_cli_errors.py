@@ -328,6 +328,18 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     assert "error:" not in capsys.readouterr().err
 
 
+def test_a_bad_flag_value_is_a_usage_error(capsys):
+    """A value argparse cannot convert (a bool field's flag) exits 2 with one line."""
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--cuda-graphs", "maybe"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        "rlhf-gym train: error: argument --cuda-graphs: expected true or false, got 'maybe'"
+    )
+
+
 def test_help_mentions_debug(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
