@@ -162,7 +162,7 @@ def test_cuda_graph_follows_an_in_place_weight_update(tiny_lm_dir):
     ids2[:, 3], mask2[:, 3] = [9, 1], [1, 0]
     ids2[1, 1], mask2[1, 1] = 10, 1
     policy.action_logits({"input_ids": ids2, "attention_mask": mask2})
-    graph = policy.lm._graph
+    graph = policy.lm.graph
     assert policy.lm.graphed and graph is not None
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model(input_ids=torch.tensor([[5, 6, 7, 9]], device="cuda")).logits.sum().backward()
@@ -171,7 +171,7 @@ def test_cuda_graph_follows_an_in_place_weight_update(tiny_lm_dir):
     policy.reset()
     policy.action_logits({"input_ids": ids, "attention_mask": mask})
     logits = policy.action_logits({"input_ids": ids2, "attention_mask": mask2})
-    assert policy.lm._graph is graph
+    assert policy.lm.graph is graph
     for r, seq in enumerate([[5, 6, 7, 9], [8, 10]]):
         torch.testing.assert_close(logits[r], uncached(model, seq), atol=1e-4, rtol=1e-4)
 

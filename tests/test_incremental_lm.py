@@ -67,7 +67,7 @@ def test_static_cache_shifts_in_place_and_grows_only_when_full(tiny_lm_dir):
     lm = StaticIncrementalLM(model, B, pad_token_id=1, columns=32)
     seqs = [rng.integers(2, V, size=4).tolist() for _ in range(B)]
     lm.start(range(B), seqs)
-    address, C = lm._keys[0].data_ptr(), lm.columns
+    address, C = lm.buffers[0].data_ptr(), lm.columns
     for step in range(100):  # each row restarts after 6 tokens, the rows staggered
         toks = rng.integers(2, V, size=B)
         lm.advance(toks, np.ones(B, dtype=bool))
@@ -77,7 +77,7 @@ def test_static_cache_shifts_in_place_and_grows_only_when_full(tiny_lm_dir):
             if (step + r) % 6 == 5:
                 seqs[r] = rng.integers(2, V, size=4).tolist()
                 lm.start([r], [seqs[r]])
-    assert lm.columns == C and lm._keys[0].data_ptr() == address
+    assert lm.columns == C and lm.buffers[0].data_ptr() == address
     for r in range(B):
         torch.testing.assert_close(
             lm.logits[r], uncached_logits(model, seqs[r]), atol=1e-4, rtol=1e-4

@@ -125,6 +125,17 @@ class StaticIncrementalLM(IncrementalLM):
         """The cache's length ``C`` (0 before the first start)."""
         return int(self.mask.shape[1]) if self._keys else 0
 
+    @property
+    def buffers(self) -> list[torch.Tensor]:
+        """The static cache: every layer's key buffer, then every layer's value buffer."""
+        return [*self._keys, *self._values]
+
+    @property
+    def graph(self) -> Any:
+        """The captured ``torch.cuda.CUDAGraph`` of the decode step (``None``: none yet, or the
+        step runs eagerly)."""
+        return self._graph
+
     def _allocate(self, C: int, like: Any) -> None:
         """(Re)allocate the cache at length ``C``, keeping the used columns right-aligned at
         ``w``; ``like`` is a prefill cache that gives the layers' shapes and dtype."""
