@@ -4,6 +4,7 @@
     python benchmarks/vs_trl.py        # embedded default task, CPU
     python benchmarks/vs_trl.py --episodes 4096 --json
     python benchmarks/vs_trl.py --kl-levels 1,4 --json   # at equal KL (ours: --kl-target)
+    python benchmarks/vs_trl.py --kl-levels 1,4 --trl-betas 0.2,0.0 --repeats 3 --our-epochs 2,1
 
 Both start from the embedded default LM (also the frozen reference), are scored by the same
 sentiment reward model on ``prompt + completion`` text, sample completions of at most
@@ -13,6 +14,12 @@ TRL's REINFORCE-leave-one-out trainer (``num_generations`` completions per promp
 no non-experimental PPO. Afterwards both policies are evaluated by the same code
 (:func:`rlhf_gym.evaluate.evaluate`) on the held-out prompts: mean reward-model score, gold
 score, and exact per-sequence KL from the reference. Wall time covers training only.
+
+``--repeats N`` (with ``--kl-levels``) is the paired form for the wall-time question: one TRL
+β per level (``--trl-betas``, the β known to land at that level), and for each repeat (seed
+``--seed + r``) and level, TRL's run and ours (one per ``--our-epochs`` entry) back to back, so
+that the machine's drift hits both alike; it reports each run and, per level and setting, the
+median over repeats of the repeat's own wall-time ratio and the mean gold and KL.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from rlhf_gym.envs.rewards import HFRewardModel
 from rlhf_gym.evaluate import evaluate
 
 
-def run_ours(args: Any, kl_target: float = 0.0) -> tuple[Any, float]:
+def run_ours(args: Any, kl_target: float = 0.0, epochs: int | None = None) -> tuple[Any, float]:
     cfg = PPOConfig(
         kl_target=kl_target,
         total_episodes=args.episodes,
@@ -44,7 +51,7 @@ def run_ours(args: Any, kl_target: float = 0.0) -> tuple[Any, float]:
         kl_coef=args.kl_coef,
         seed=args.seed,
         device="cpu",
-        ppo_epochs=args.ppo_epochs,
+        ppo_epochs=args.ppo_epochs if epochs is None else epochs,
     )
     start = time.perf_counter()
     agent = PPO(cfg)
@@ -118,9 +125,19 @@ def main(argv: list[str] | None = None) -> dict:
         "held-out KL is closest (in log ratio) to each level is reported",
     )
     p.add_argument("--trl-betas", default="0.05,0.02,0.01,0.005,0.002")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="paired runs per level (with --kl-levels)"
+    )
+    p.add_argument(
+        "--our-epochs", default="", help="with --repeats: comma-separated ppo_epochs settings"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
+    if args.repeats > 1:
+        if not args.kl_levels or len(args.kl_levels.split(",")) != len(args.trl_betas.split(",")):
+            p.error("--repeats needs --kl-levels and one --trl-betas entry per level")
+        return paired(args)
     if args.kl_levels:
         return equal_kl(args)
     results = {}
@@ -217,6 +234,63 @@ def equal_kl(args: Any) -> dict:
             print(
                 f"{'':>6} gold ours − TRL {r['gold_minus_trl']:+.3f}; wall ours/TRL "
                 f"{r['wall_time_ratio']:.2f}"
+            )
+    return report
+
+
+def paired(args: Any) -> dict:
+    """``--repeats`` runs at each level, TRL's and ours back to back (see the docstring)."""
+    import statistics
+
+    levels = [float(x) for x in args.kl_levels.split(",")]
+    betas = [float(x) for x in args.trl_betas.split(",")]
+    epochs = [int(e) for e in args.our_epochs.split(",")] if args.our_epochs else [args.ppo_epochs]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            args_r = argparse.Namespace(**{**vars(args), "seed": args.seed + r})
+            for level, beta in zip(levels, betas, strict=True):
+                policy, wall = run_trl(args_r, Path(tmp), beta)
+                trl = {"beta": beta, "wall_s": wall, **held_out(policy, args_r)}
+                row = {"repeat": r, "level": level, "trl_rloo": trl}
+                for e in epochs:
+                    policy, wall = run_ours(args_r, kl_target=level, epochs=e)
+                    row[f"ours_epochs{e}"] = {"wall_s": wall, **held_out(policy, args_r)}
+                runs.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    summary = []
+    for level in levels:
+        rows = [x for x in runs if x["level"] == level]
+        for e in epochs:
+            ours = [x[f"ours_epochs{e}"] for x in rows]
+            trl = [x["trl_rloo"] for x in rows]
+            summary.append(
+                {
+                    "level": level,
+                    "ppo_epochs": e,
+                    "wall_time_ratio_median": statistics.median(
+                        o["wall_s"] / t["wall_s"] for o, t in zip(ours, trl, strict=True)
+                    ),
+                    "wall_time_ratios": [
+                        o["wall_s"] / t["wall_s"] for o, t in zip(ours, trl, strict=True)
+                    ],
+                    **{
+                        f"{k}_{name}": statistics.mean(x[k] for x in xs)
+                        for name, xs in (("ours", ours), ("trl", trl))
+                        for k in ("gold_score", "score", "kl")
+                    },
+                }
+            )
+    report = {"episodes": args.episodes, "repeats": args.repeats, "summary": summary, "runs": runs}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.repeats} paired repeats per level (seeds {args.seed}…)")
+        for x in summary:
+            print(
+                f"level {x['level']}, ours {x['ppo_epochs']} epoch(s): wall ours/TRL median "
+                f"{x['wall_time_ratio_median']:.2f}; gold {x['gold_score_ours']:+.3f} vs "
+                f"{x['gold_score_trl']:+.3f}; KL {x['kl_ours']:.2f} vs {x['kl_trl']:.2f}"
             )
     return report
 
