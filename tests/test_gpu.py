@@ -190,3 +190,32 @@ def test_env_with_cuda_graphs_equals_without(kw, reference_pass):
         out = [e.step(actions) for e in envs]
         np.testing.assert_array_equal(out[0][0]["input_ids"], out[1][0]["input_ids"])
         np.testing.assert_allclose(out[0][1], out[1][1], atol=1e-4)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly(tiny_lm_dir):
+    """A model whose forward pass synchronises with the host cannot be recorded: the rows
+    warn once and run the same step eagerly on the static cache, with the same logits."""
+    import functools
+
+    from rlhf_gym.envs.static_lm import StaticIncrementalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).to("cuda").eval()
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def syncing_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        float(out.logits[0, -1, 0])  # a host sync: not allowed while a graph is recorded
+        return out
+
+    model.forward = syncing_forward
+    lm = StaticIncrementalLM(model, 2, pad_token_id=1)
+    seqs = [[5, 6, 7], [8]]
+    lm.start([0, 1], seqs)
+    with pytest.warns(RuntimeWarning, match="could not be captured as a CUDA graph"):
+        lm.advance(np.array([9, 10]), np.array([True, True]))
+    lm.advance(np.array([11, 12]), np.array([True, False]))
+    assert not lm.graphed and lm.graph is None
+    model.forward = forward
+    for r, s in enumerate([[5, 6, 7, 9, 11], [8, 10]]):
+        torch.testing.assert_close(lm.logits[r], uncached(model, s), atol=1e-4, rtol=1e-4)

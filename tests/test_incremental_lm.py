@@ -197,3 +197,34 @@ def test_static_released_rows_keep_their_logits_and_restart(tiny_lm_dir):
         torch.testing.assert_close(
             lm.logits[r], uncached_logits(model, seqs[r]), atol=1e-4, rtol=1e-4
         )
+
+
+def test_fused_activations_compute_the_same_function(tiny_lm_dir, tiny_kw):
+    """fuse_activations swaps gelu_new for the fused gelu_pytorch_tanh: same outputs and
+    gradients to float rounding; the environment's reference (and so a policy copied from
+    it) comes fused."""
+    import copy
+
+    from transformers.activations import NewGELUActivation
+
+    from rlhf_gym.envs.lm import fuse_activations
+    from rlhf_gym.envs.rlhf_env import RLHFEnv
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    assert model.config.activation_function == "gelu_new"
+    fused = fuse_activations(copy.deepcopy(model))
+    kinds = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
+    assert "NewGELUActivation" in kinds(model) and "NewGELUActivation" not in kinds(fused)
+    ids = torch.randint(
+        2, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0)
+    )
+    a, b = model(input_ids=ids).logits, fused(input_ids=ids).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    a.float().log_softmax(-1)[..., 3].sum().backward()
+    b.float().log_softmax(-1)[..., 3].sum().backward()
+    for (name, p), q in zip(model.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+    env = RLHFEnv(**tiny_kw())
+    assert not any(
+        isinstance(m, NewGELUActivation) for m in env.unwrapped.reference_model.modules()
+    )
