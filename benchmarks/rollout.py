@@ -11,10 +11,16 @@ scores them with the reward model:
                 token);
   (b) bare:     the same model work (policy and reference decode steps with KV caches,
                 sampling with the package's ``sample_tokens``, the reward model) in a plain
-                loop, no environment: ``env_vs_bare`` is the environment's own overhead;
+                loop, no environment, with the reference's activations fused as the env's
+                are (``rlhf_gym.envs.lm.fuse_activations``): ``env_vs_bare`` is the
+                environment's own overhead;
   (c) generate: ``policy.generate(...)`` (which samples with ``torch.multinomial``) then one
                 reference forward pass over the finished sequences and the reward model (how
-                TRL collects rollouts).
+                TRL collects rollouts), with the models as ``from_pretrained`` loads them.
+
+The policy model is the benchmark's own (loaded by ``from_pretrained``) in all three; the env's
+reference and every reward model come through the package's loader, which fuses GPT-2's
+``gelu_new`` activation into one kernel.
 
 Prints the median tokens per second over ``--repeats`` runs (after one warm-up) and the ratios
 ``env_vs_bare``, ``env_vs_generate`` and ``env_vs_generate_deferred`` measured in the same
@@ -50,7 +56,7 @@ from _models import gpt2_small_random
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import rlhf_gym  # noqa: F401
-from rlhf_gym.envs.lm import DATA_DIR, resolve_device, resolve_dtype
+from rlhf_gym.envs.lm import DATA_DIR, fuse_activations, resolve_device, resolve_dtype
 from rlhf_gym.envs.policy import LMPolicy, sample_tokens
 from rlhf_gym.envs.prompts import load_prompts
 from rlhf_gym.envs.rewards import HFRewardModel
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     tok = AutoTokenizer.from_pretrained(args.model_path)
     load = lambda: AutoModelForCausalLM.from_pretrained(args.model_path).to(args.dev, dt).eval()  # noqa: E731
     policy_model, ref = load(), load()
+    ref_fused = fuse_activations(load())  # the bare loop's reference, as the env's
     rm = HFRewardModel.load("sentiment", args.dev, dt)
     all_prompts = load_prompts(args.prompts_file)
     results: dict[str, dict[str, float]] = {}
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         runners = {
             "env": partial(run_env, args, B, policy_model, prompts),
             "env_deferred": partial(run_env, args, B, policy_model, prompts, "deferred"),
-            "bare": partial(run_bare, args, B, policy_model, ref, tok, rm, prompts),
+            "bare": partial(run_bare, args, B, policy_model, ref_fused, tok, rm, prompts),
             "generate": partial(run_generate, args, B, policy_model, ref, tok, rm, prompts),
         }
         if args.cuda_graphs:
