@@ -25,6 +25,7 @@ median over repeats of the repeat's own wall-time ratio and the mean gold and KL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -98,7 +99,8 @@ def run_trl(args: Any, out: Path, beta: float | None = None) -> tuple[Any, float
     trainer = RLOOTrainer(
         model=model, reward_funcs=reward, args=cfg, train_dataset=data, processing_class=tok
     )
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # TRL prints its metrics; --json owns stdout
+        trainer.train()
     return trainer.model, time.perf_counter() - start
 
 

@@ -156,6 +156,8 @@ class StaticIncrementalLM(IncrementalLM):
     def _shift(self, d: int) -> None:
         """Move every column by ``d`` (> 0: right, < 0: left) in place; vacated columns are
         zeroed (masked). Addresses do not change, so a captured graph stays valid."""
+        if d == 0:
+            return
         C = self.mask.shape[1]
         for buf in [*self._keys, *self._values, self.mask]:
             cols = buf.shape[-1] if buf is self.mask else buf.shape[2]
