@@ -544,3 +544,18 @@ def test_extractor_fast_paths_match_a_plain_forward(arch, tiny_kw, tiny_llama_di
     assert extractor.rows is not None
     extractor.train(True)
     assert extractor.rows is None  # dropped at the switch (the weights are about to change)
+
+
+def test_sb3_language_models_are_fused_copies(tiny_lm_dir):
+    """load_lm fuses gelu_new like the env's loader, on a copy: the caller's module keeps its
+    own activation modules."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    from rlhf_gym.agents.sb3 import load_lm
+
+    mine = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    for spec in (str(tiny_lm_dir), mine.config, mine):
+        built = load_lm(spec)
+        assert not any(isinstance(m, NewGELUActivation) for m in built.modules())
+    assert any(isinstance(m, NewGELUActivation) for m in mine.modules())

@@ -81,7 +81,7 @@ from rlhf_gym.agents.config import config_field as _f
 from rlhf_gym.agents.episodes import EpisodeStats
 from rlhf_gym.agents.models import make_policy
 from rlhf_gym.envs import IncrementalLM, RLHFEnv
-from rlhf_gym.envs.lm import DATA_DIR, cache_argument, resolve_model_path
+from rlhf_gym.envs.lm import DATA_DIR, cache_argument, fuse_activations, resolve_model_path
 from rlhf_gym.envs.policy import sample_tokens
 
 LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM module
@@ -89,9 +89,12 @@ LMSpec = Any  # a name or path, a transformers PretrainedConfig, or a causal LM 
 
 # ---------------------------------------------------------------------- the language model
 def load_lm(lm: LMSpec) -> nn.Module:
-    """A float32 causal LM in eval mode from a name/path, a config (random init) or a module.
+    """A float32 causal LM in eval mode from a name/path, a config (random init) or a module,
+    with its activations fused as the environment's models are
+    (:func:`~rlhf_gym.envs.lm.fuse_activations`: the same function, one kernel).
 
-    A module is deep-copied (SB3 builds separate networks, e.g. DQN's target network).
+    A module is deep-copied (SB3 builds separate networks, e.g. DQN's target network), so the
+    caller's module is not changed.
     """
     from transformers import AutoModelForCausalLM, PretrainedConfig
 
@@ -106,7 +109,7 @@ def load_lm(lm: LMSpec) -> nn.Module:
         raise ValueError(
             f"lm must be a name or path, a PretrainedConfig or a causal LM; got {lm!r}"
         )
-    return model.float().eval()
+    return fuse_activations(model.float().eval())
 
 
 def policy_lm_config(env: gym.Env | VecEnv) -> Any:
