@@ -266,16 +266,13 @@ def paired(args: Any) -> dict:
         for e in epochs:
             ours = [x[f"ours_epochs{e}"] for x in rows]
             trl = [x["trl_rloo"] for x in rows]
+            ratios = [o["wall_s"] / t["wall_s"] for o, t in zip(ours, trl, strict=True)]
             summary.append(
                 {
                     "level": level,
                     "ppo_epochs": e,
-                    "wall_time_ratio_median": statistics.median(
-                        o["wall_s"] / t["wall_s"] for o, t in zip(ours, trl, strict=True)
-                    ),
-                    "wall_time_ratios": [
-                        o["wall_s"] / t["wall_s"] for o, t in zip(ours, trl, strict=True)
-                    ],
+                    "wall_time_ratio_median": statistics.median(ratios),
+                    "wall_time_ratios": ratios,
                     **{
                         f"{k}_{name}": statistics.mean(x[k] for x in xs)
                         for name, xs in (("ours", ours), ("trl", trl))

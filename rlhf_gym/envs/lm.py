@@ -284,14 +284,15 @@ class IncrementalLM:
         new_cache = out["cache"] if "cache" in out else out["past_key_values"]
         return out.logits[:, -1].float(), new_cache
 
-    @torch.no_grad()
-    def start(self, rows: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
-        """Prefill ``sequences`` (each non-empty) into ``rows``, replacing what was there."""
-        rows = list(rows)
+    def _prefill(
+        self, rows: list[int], sequences: Sequence[Sequence[int]]
+    ) -> tuple[Any, torch.Tensor]:
+        """One forward pass over ``sequences`` left-padded to a common width (every row's last
+        token at column −1): writes the rows' logits and returns the pass's cache and mask."""
         n, width = len(rows), max(len(s) for s in sequences)
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
-        for j, seq in enumerate(sequences):  # left padding: every row's last token is at -1
+        for j, seq in enumerate(sequences):
             ids[j, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
             mask[j, width - len(seq) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
@@ -300,6 +301,23 @@ class IncrementalLM:
         if self.logits is None:
             self.logits = new_logits.new_zeros((self.num_rows, new_logits.shape[1]))
         self.logits[torch.as_tensor(rows, device=self.device)] = new_logits
+        return new_cache, mask
+
+    def _check_seated(self, active: np.ndarray, started: bool) -> None:
+        """Refuse to advance a row that is not in the decode batch (``started``: whether any
+        row has been started since the last reset)."""
+        if (self.slot[active] < 0).any():
+            r = int(np.flatnonzero(active & (self.slot < 0))[0])
+            if not started:
+                raise RuntimeError("advance() before start()")
+            raise RuntimeError(f"advance(): row {r} is not in the decode batch; start() it first")
+
+    @torch.no_grad()
+    def start(self, rows: Sequence[int], sequences: Sequence[Sequence[int]]) -> None:
+        """Prefill ``sequences`` (each non-empty) into ``rows``, replacing what was there."""
+        rows = list(rows)
+        new_cache, mask = self._prefill(rows, sequences)
+        n = len(rows)
         if self.cache is None:  # the prefill is the whole decode batch
             self.cache, self.mask = new_cache, mask
             self.slot[rows], self.row_of = np.arange(n), np.asarray(rows, dtype=np.int64)
@@ -399,11 +417,7 @@ class IncrementalLM:
         before it), so the caller's CPU work overlaps the pass.
         """
         active_np = _host(active).astype(bool)
-        if (self.slot[active_np] < 0).any():
-            r = int(np.flatnonzero(active_np & (self.slot < 0))[0])
-            if self.cache is None:
-                raise RuntimeError("advance() before start()")
-            raise RuntimeError(f"advance(): row {r} is not in the decode batch; start() it first")
+        self._check_seated(active_np, started=self.cache is not None)
         if self.cache is None:
             return
         seated = self.row_of >= 0

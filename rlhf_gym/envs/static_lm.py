@@ -25,7 +25,7 @@ The model sees the cache through :class:`_ColumnCache`, which has the one method
 layers call (``update``), and a 4-D additive attention mask, which Hugging Face models take as
 given; neither depends on the version of ``transformers``. If capturing the graph fails (a model
 whose forward pass synchronises with the host), the step runs eagerly on the same static cache
-and :attr:`graphed` says so; on the CPU it always runs eagerly.
+and :attr:`graph` is ``None``; on the CPU it always runs eagerly.
 """
 
 from __future__ import annotations
@@ -106,7 +106,6 @@ class StaticIncrementalLM(IncrementalLM):
     ) -> None:
         super().__init__(model, num_rows, pad_token_id)
         self.use_graphs = bool(graphs) and self.device.type == "cuda"
-        self.graphed = False  # whether the decode step runs as a captured graph
         self._min_columns = int(columns)
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
@@ -136,22 +135,27 @@ class StaticIncrementalLM(IncrementalLM):
         step runs eagerly)."""
         return self._graph
 
-    def _allocate(self, C: int, like: Any) -> None:
-        """(Re)allocate the cache at length ``C``, keeping the used columns right-aligned at
-        ``w``; ``like`` is a prefill cache that gives the layers' shapes and dtype."""
+    @property
+    def graphed(self) -> bool:
+        """Whether the decode step runs as a captured graph."""
+        return self._graph is not None
+
+    def _allocate(self, C: int, like: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """(Re)allocate the cache at length ``C``, keeping the used columns ``[0, w)``; ``like``
+        holds each layer's ``(keys, values)`` of any cache, for their heads, widths, dtype and
+        device."""
         B = self.num_rows
         old_k, old_v, old_mask, used = self._keys, self._values, self.mask, self._w
         self._keys, self._values = [], []
-        for layer in like.layers:
-            _, H, _, D = layer.keys.shape
-            self._keys.append(layer.keys.new_zeros((B, H, C, D)))
-            self._values.append(layer.values.new_zeros((B, H, C, layer.values.shape[3])))
+        for keys, values in like:
+            self._keys.append(keys.new_zeros((B, keys.shape[1], C, keys.shape[3])))
+            self._values.append(values.new_zeros((B, values.shape[1], C, values.shape[3])))
         self.mask = torch.zeros((B, C), dtype=torch.bool, device=self.device)
         if old_k:  # copy the used columns to the start of the new cache
             for new, old in zip(self._keys + self._values, old_k + old_v, strict=True):
                 new[:, :, :used] = old[:, :, :used]
             self.mask[:, :used] = old_mask[:, :used]
-        self._graph, self.graphed = None, False  # new addresses: capture again
+        self._graph = None  # new addresses: capture again
 
     def _shift(self, d: int) -> None:
         """Move every column by ``d`` (> 0: right, < 0: left) in place; vacated columns are
@@ -175,7 +179,7 @@ class StaticIncrementalLM(IncrementalLM):
         used = self.mask.any(dim=0)
         return int(used.to(torch.int8).argmax()) if bool(used.any()) else self._w
 
-    def _make_room(self, width: int, like: Any) -> None:
+    def _make_room(self, width: int, like: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Ensure ``width <= w`` (room for a prefill left of ``w``) and ``w < C`` (room for a
         decode column), shifting or growing the cache."""
         if not self._keys:
@@ -211,20 +215,10 @@ class StaticIncrementalLM(IncrementalLM):
         """Prefill ``sequences`` into ``rows`` (eagerly) and copy them into the static cache,
         right-aligned at the write column."""
         rows = list(rows)
-        n, width = len(rows), max(len(s) for s in sequences)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for j, seq in enumerate(sequences):
-            ids[j, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-            mask[j, width - len(seq) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        new_logits, new_cache = self._forward(ids, mask, pos, None)
-        if self.logits is None:
-            self.logits = new_logits.new_zeros((self.num_rows, new_logits.shape[1]))
+        new_cache, mask = self._prefill(rows, sequences)
+        width = mask.shape[1]
         idx = torch.as_tensor(rows, device=self.device)
-        self.logits[idx] = new_logits
-        self._make_room(width, new_cache)
+        self._make_room(width, [(layer.keys, layer.values) for layer in new_cache.layers])
         w = self._w
         for big_k, big_v, layer in zip(self._keys, self._values, new_cache.layers, strict=True):
             big_k[idx, :, w - width : w] = layer.keys.to(big_k.dtype)
@@ -287,23 +281,19 @@ class StaticIncrementalLM(IncrementalLM):
                 stacklevel=3,
             )
             return
-        self._graph, self._out, self.graphed = graph, out, True
+        self._graph, self._out = graph, out
 
     @torch.no_grad()
     def advance(self, tokens: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> None:
         """Append ``tokens[r]`` to every active row: one decode step (a graph replay on CUDA)."""
         active_np = _host(active).astype(bool)
-        if (self.slot[active_np] < 0).any():
-            r = int(np.flatnonzero(active_np & (self.slot < 0))[0])
-            if not self._keys:
-                raise RuntimeError("advance() before start()")
-            raise RuntimeError(f"advance(): row {r} is not in the decode batch; start() it first")
+        self._check_seated(active_np, started=bool(self._keys))
         if not active_np.any():
             return
         if self._w >= self.mask.shape[1]:
             first = self._first_used()
-            if first == 0:  # every column in use: grow (the layers' shapes from the cache)
-                like = _Layers(self._keys, self._values)
+            if first == 0:  # every column in use: grow
+                like = list(zip(self._keys, self._values, strict=True))
                 self._allocate(2 * self.mask.shape[1], like)
             else:
                 self._shift(-first)
@@ -322,16 +312,3 @@ class StaticIncrementalLM(IncrementalLM):
         assert self.logits is not None and new_logits is not None
         # a new tensor each step (a caller may keep the last one; the graph's output is reused)
         self.logits = torch.where(self._on[:, None], new_logits, self.logits)
-
-
-class _Layers:
-    """The cache's shapes in the form :meth:`StaticIncrementalLM._allocate` reads (``layers``
-    with ``keys`` and ``values``)."""
-
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        self.layers = [_KV(k, v) for k, v in zip(keys, values, strict=True)]
-
-
-class _KV:
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self.keys, self.values = keys, values
